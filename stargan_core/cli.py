@@ -1,0 +1,129 @@
+"""Command line: ``python -m stargan_core {train,export,translate,evaluate,train-classifier,push} ...``.
+
+Training flags are derived from the ``TrainConfig`` dataclass fields, so a new field is a new flag with no
+extra code. Each sub-command imports its module lazily: ``--help`` stays fast and needs no heavy imports.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import MISSING, fields
+from typing import get_type_hints
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per dataclass field, typed and defaulted from the field."""
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        flag, tp = "--" + f.name.replace("_", "-"), hints[f.name]
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif getattr(tp, "__origin__", None) is list:
+            parser.add_argument(flag, nargs="+", type=tp.__args__[0], default=default,
+                                help=f"default: {' '.join(map(str, default))}")
+        else:
+            parser.add_argument(flag, type=tp, default=default, help=f"default: {default}")
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace):
+    """Build ``cls`` from the parsed flags that ``add_dataclass_args`` added."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .config import TrainConfig
+    from .train import train
+    train(dataclass_from_args(TrainConfig, args))
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .checkpoint import export_run
+    print(export_run(args.run_dir, args.out_dir, dtype=args.dtype, with_discriminator=args.with_discriminator))
+
+
+def _cmd_translate(args: argparse.Namespace) -> None:
+    from .pipeline import translate_cli
+    translate_cli(args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_cli
+    evaluate_cli(args)
+
+
+def _cmd_train_classifier(args: argparse.Namespace) -> None:
+    from .evaluate import train_classifier_cli
+    train_classifier_cli(args)
+
+
+def _cmd_push(args: argparse.Namespace) -> None:
+    from .hub import push_to_hub
+    print(push_to_hub(args.release, args.repo_id, private=args.private))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .config import TrainConfig
+    parser = argparse.ArgumentParser(prog="python -m stargan_core", description="StarGAN studio command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a StarGAN on one or several datasets",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_dataclass_args(p, TrainConfig)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("export", help="write a release (model.safetensors + config.json) from a training run")
+    p.add_argument("run_dir")
+    p.add_argument("out_dir")
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
+    p.add_argument("--with-discriminator", action=argparse.BooleanOptionalAction, default=True,
+                   help="also ship D (its classifier estimates a face's own attributes)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("translate", help="edit the faces in photos")
+    p.add_argument("photos", nargs="+", help="image files or folders")
+    p.add_argument("--model", default=None, help="path, repo_id or repo_id:filename (default: $STARGAN_MODEL)")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--hair", default="keep")
+    p.add_argument("--gender", default="keep")
+    p.add_argument("--age", default="keep")
+    p.add_argument("--expression", default="keep")
+    p.add_argument("--set", action="append", default=[], metavar="GROUP=VALUE", help="any other control")
+    p.add_argument("--strength", type=float, default=1.0)
+    p.add_argument("--all-domains", action="store_true", help="write the paper's figure for each photo")
+    p.add_argument("--whole-image", action="store_true", help="treat each image as an aligned face crop")
+    p.add_argument("--out", default="out")
+    p.set_defaults(func=_cmd_translate)
+
+    p = sub.add_parser("evaluate", help="target accuracy, preservation and reconstruction of a model")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--classifier", required=True, help="folder written by train-classifier")
+    p.add_argument("--out", default="eval")
+    p.add_argument("--max-images", type=int, default=None)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("train-classifier", help="train the attribute classifier used by evaluate")
+    p.add_argument("data")
+    p.add_argument("--attrs", nargs="+", default=None)
+    p.add_argument("--out", default="classifier")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=10)
+    p.set_defaults(func=_cmd_train_classifier)
+
+    p = sub.add_parser("push", help="upload a release to the Hugging Face Hub with a model card")
+    p.add_argument("release")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=_cmd_push)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

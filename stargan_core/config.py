@@ -1,0 +1,104 @@
+"""Typed configuration: ``ModelConfig`` travels with released weights, ``TrainConfig`` with a training run.
+
+``ModelConfig`` holds everything needed to rebuild the networks (architecture + the domain schema) and is saved
+as ``config.json`` next to ``model.safetensors``. It carries a ``version`` so that files written by older code
+can be read by newer code (``ModelConfig.from_dict`` migrates them). ``TrainConfig`` holds loss weights,
+optimiser settings, the schedule, data paths and the seed; the training loop saves it in the run folder and the
+command line is derived from its fields.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .domains import CELEBA5, CELEBA5_ATTRS, DomainSchema
+
+CONFIG_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of G and D plus the label schema (paper appendix defaults: 128 px, 64 channels, 6 blocks)."""
+
+    schema: DomainSchema = CELEBA5
+    image_size: int = 128
+    g_conv_dim: int = 64
+    d_conv_dim: int = 64
+    g_repeat_num: int = 6  # residual blocks in G
+    d_repeat_num: int = 6  # stride-2 convs in D
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["schema"] = self.schema.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """Read a config written by this or an older version (unknown newer versions are refused)."""
+        d = dict(d)
+        version = d.pop("version", 1)
+        if version > CONFIG_VERSION:
+            raise ValueError(f"config version {version} is newer than this code understands ({CONFIG_VERSION}); "
+                             "upgrade stargan_core")
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        kwargs["schema"] = DomainSchema.from_dict(d["schema"]) if "schema" in d else CELEBA5
+        return cls(**kwargs)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass
+class TrainConfig:
+    """One training run (paper section 4 / appendix defaults). The CLI exposes every field as a flag."""
+
+    # data: one or several datasets; several train jointly through the mask vector
+    celeba_dir: str = ""  # folder holding list_attr_celeba.txt and images/ (or img_align_celeba/)
+    attrs: list[str] = field(default_factory=lambda: list(CELEBA5_ATTRS))
+    rafd_dir: str = ""  # folder with one sub-folder per expression
+    csv_dir: str = ""  # generic folder + labels.csv dataset
+    image_size: int = 128
+    batch_size: int = 16
+    num_workers: int = 2
+    # model
+    g_conv_dim: int = 64
+    d_conv_dim: int = 64
+    g_repeat_num: int = 6
+    d_repeat_num: int = 6
+    # loss weights
+    lambda_cls: float = 1.0
+    lambda_rec: float = 10.0
+    lambda_gp: float = 10.0
+    # optimisation
+    num_iters: int = 200_000
+    num_iters_decay: int = 100_000  # lr decays linearly to 0 over the last num_iters_decay steps
+    g_lr: float = 1e-4
+    d_lr: float = 1e-4
+    n_critic: int = 5
+    beta1: float = 0.5
+    beta2: float = 0.999
+    # run
+    out_dir: str = "runs/stargan"
+    resume: bool = False
+    seed: int = 0
+    device: str = "auto"  # auto = cuda > mps > cpu
+    bf16: bool = False
+    compile: bool = False
+    log_every: int = 10
+    sample_every: int = 1000
+    ckpt_every: int = 10_000
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
