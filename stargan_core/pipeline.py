@@ -1,0 +1,26 @@
+"""The inference API: one call from a photo and a person's choices to the edited photo (and the paper's figure).
+
+(Being written: see issue 5.) ``translate_domains`` is the tensor-level core shared with training samples.
+"""
+from __future__ import annotations
+
+import torch
+
+from .domains import DomainSchema
+from .model import Generator
+
+
+@torch.inference_mode()
+def translate_domains(G: Generator, x_real: torch.Tensor, c_org: torch.Tensor,
+                      schema: DomainSchema) -> list[tuple[str, torch.Tensor]]:
+    """The paper's figure as tensors: ``x_real`` (N, 3, H, W) translated to every domain, one batched forward.
+
+    ``c_org`` is (N, cls_dim); returns [(domain name, x_fake (N, 3, H, W))] in schema order.
+    """
+    names, conds = [], []
+    for ds in schema.datasets:
+        for name, c_trg in schema.paper_targets(c_org, ds.name):
+            names.append(name)
+            conds.append(schema.condition(c_trg, ds.name))  # (N, c_dim)
+    x_fake = G(x_real.repeat(len(conds), 1, 1, 1), torch.cat(conds))  # (D*N, 3, H, W)
+    return list(zip(names, x_fake.chunk(len(conds))))
