@@ -48,8 +48,8 @@ def read_state_dict(path: str | Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise CheckpointError(f"{path}: refused to load, the file holds Python objects that could run code "
-                                  "(only plain weight files are loaded)") from None
+            raise CheckpointError(f"{path}: refused: not a plain weights file (loading it would run Python "
+                                  "code; only tensors are loaded)") from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable pickle)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: corrupt or truncated weights file ({type(e).__name__}: "
@@ -117,7 +117,7 @@ def _match_keys(sd: dict, model: nn.Module, path: Path) -> dict:
     if set(theirs) != set(ours):  # another implementation's names: same layers in the same order
         if len(theirs) != len(ours):
             raise CheckpointError(f"{path}: has {len(theirs)} weight tensors, this architecture needs {len(ours)}")
-        theirs = dict(zip(ours, theirs.values()))
+        theirs = dict(zip(ours, theirs.values(), strict=True))
     for k, v in ours.items():
         if theirs[k].shape != v.shape:
             raise CheckpointError(f"{path}: wrong shape for {k}: file has {tuple(theirs[k].shape)}, "

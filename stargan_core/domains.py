@@ -25,7 +25,7 @@ KEEP = "keep"
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 RAFD_EXPRESSIONS = ("angry", "contemptuous", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
 # Friendly group names and on/off words for the CelebA attributes people toggle most.
-_BINARY_WORDS = {"Male": ("gender", "male", "female"), "Young": ("age", "young", "old")}
+_BINARY_WORDS = {"Male": ("gender", "Male", "Female"), "Young": ("age", "Young", "Old")}
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Group:
     name: str  # the control's name: "hair", "gender", "expression", ...
     kind: str  # "exclusive" | "binary" | "categorical"
     labels: tuple[str, ...]  # attribute / class names, in vector order
-    on: str = ""  # binary only: the word for 1 ("male"), and for 0 ("female")
+    on: str = ""  # binary only: the word for 1 ("Male"), and for 0 ("Female")
     off: str = ""
 
     def options(self) -> list[str]:
@@ -248,8 +248,8 @@ def celeba_schema(attrs: Sequence[str], name: str = "celeba") -> DatasetSpec:
                 groups.append(Group("hair", "exclusive", hair))
                 hair_done = True
         else:
-            gname, on, off = _BINARY_WORDS.get(a, (a.lower(), a.replace("_", " ").lower(),
-                                                   "not " + a.replace("_", " ").lower()))
+            words = a.replace("_", " ")
+            gname, on, off = _BINARY_WORDS.get(a, (a.lower(), words.capitalize(), "Not " + words.lower()))
             groups.append(Group(gname, "binary", (a,), on, off))
     if [lab for g in groups for lab in g.labels] != list(attrs):
         raise ValueError("hair-colour attributes must be listed next to each other, e.g. Black_Hair Blond_Hair ...")

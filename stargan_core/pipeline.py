@@ -23,4 +23,4 @@ def translate_domains(G: Generator, x_real: torch.Tensor, c_org: torch.Tensor,
             names.append(name)
             conds.append(schema.condition(c_trg, ds.name))  # (N, c_dim)
     x_fake = G(x_real.repeat(len(conds), 1, 1, 1), torch.cat(conds))  # (D*N, 3, H, W)
-    return list(zip(names, x_fake.chunk(len(conds))))
+    return list(zip(names, x_fake.chunk(len(conds)), strict=True))

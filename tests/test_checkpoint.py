@@ -1,0 +1,159 @@
+"""Every weight format loads strictly and gives the official network's output; every bad file gets a clear error."""
+import os
+import pickle
+import random
+
+import pytest
+import torch
+
+from official_layout import (
+    lornatang_layout,
+    official_d_state_dict,
+    official_g_state_dict,
+    reference_discriminator,
+    reference_generator,
+)
+from stargan_core.checkpoint import CheckpointError, load_discriminator, load_generator, save_release
+from stargan_core.config import ModelConfig
+from stargan_core.domains import CELEBA5, JOINT, DomainSchema, celeba_schema
+from stargan_core.model import Discriminator, Generator
+
+X = torch.rand(2, 3, 32, 32) * 2 - 1
+C5 = torch.tensor([[1.0, 0, 0, 1, 1], [0, 1, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("with_nbt", [True, False])
+def test_official_generator_checkpoint_loads_strictly_and_matches_reference(tmp_path, with_nbt):
+    sd = official_g_state_dict(conv_dim=8, c_dim=5, repeat_num=2, with_nbt=with_nbt)
+    torch.save(sd, tmp_path / "200000-G.ckpt")
+    G, cfg = load_generator(tmp_path / "200000-G.ckpt")
+    assert cfg.schema == CELEBA5 and (cfg.g_conv_dim, cfg.g_repeat_num) == (8, 2)
+    with torch.no_grad():
+        assert torch.allclose(G(X, C5), reference_generator(sd, X, C5, 2), atol=1e-5)
+
+
+@pytest.mark.parametrize("prefix", ["", "_orig_mod.", "module."])
+def test_lornatang_layout_loads_and_equals_official(tmp_path, prefix):
+    sd = official_g_state_dict(conv_dim=8, c_dim=5, repeat_num=2)
+    torch.save(lornatang_layout(sd, prefix), tmp_path / "g_celeba-128x128.pth.tar")
+    torch.save(sd, tmp_path / "official-G.ckpt")
+    G1, cfg = load_generator(tmp_path / "g_celeba-128x128.pth.tar")
+    G2, _ = load_generator(tmp_path / "official-G.ckpt")
+    assert cfg.image_size == 128  # read from the file name
+    with torch.no_grad():
+        assert torch.equal(G1(X, C5), G2(X, C5))
+
+
+def test_joint_official_generator_gets_the_joint_schema(tmp_path):
+    torch.save(official_g_state_dict(8, 15, 1), tmp_path / "j-G.ckpt")
+    assert load_generator(tmp_path / "j-G.ckpt")[1].schema == JOINT
+
+
+def test_unknown_label_size_needs_a_schema(tmp_path):
+    torch.save(official_g_state_dict(8, 4, 1), tmp_path / "x-G.ckpt")
+    with pytest.raises(CheckpointError, match="schema"):
+        load_generator(tmp_path / "x-G.ckpt")
+    schema = DomainSchema((celeba_schema(["Black_Hair", "Blond_Hair", "Male", "Smiling"]),))
+    assert load_generator(tmp_path / "x-G.ckpt", schema=schema)[1].schema == schema
+
+
+@pytest.mark.parametrize("layout", ["official", "lornatang"])
+def test_discriminators_load_and_match_reference(tmp_path, layout):
+    sd = official_d_state_dict(image_size=64, conv_dim=4, c_dim=5, repeat_num=6)
+    obj = sd if layout == "official" else {"state_dict": {"_orig_mod." + k: v for k, v in sd.items()}}
+    torch.save(obj, tmp_path / "d.pth.tar")
+    D, cfg = load_discriminator(tmp_path / "d.pth.tar")
+    assert (cfg.image_size, cfg.d_conv_dim, cfg.schema) == (64, 4, CELEBA5)
+    x = torch.randn(2, 3, 64, 64)
+    for a, b in zip(D(x), reference_discriminator(sd, x, 6), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_release_round_trip_is_bit_identical_in_fp32(tmp_path):
+    cfg = ModelConfig(schema=JOINT, image_size=32, g_conv_dim=8, g_repeat_num=1, d_conv_dim=4, d_repeat_num=5)
+    G = Generator(8, JOINT.c_dim, 1)
+    D = Discriminator(32, 4, JOINT.cls_dim, 5)
+    save_release(G, cfg, tmp_path / "rel", dtype=torch.float32, D=D)
+    G2, cfg2 = load_generator(tmp_path / "rel")
+    D2, _ = load_discriminator(tmp_path / "rel")
+    assert cfg2 == cfg
+    c = JOINT.condition(torch.zeros(2, 13), "rafd")
+    with torch.no_grad():
+        assert torch.equal(G(X, c), G2(X, c))
+        assert torch.equal(D(X)[1], D2(X)[1])
+    assert load_generator(tmp_path / "rel" / "model.safetensors")[1] == cfg  # the file itself works too
+
+
+def test_fp16_release_loads_as_fp32_close_to_original(tmp_path):
+    G = Generator(8, 5, 1)
+    save_release(G, ModelConfig(image_size=32, g_conv_dim=8, g_repeat_num=1), tmp_path, dtype=torch.float16)
+    size32 = sum(v.numel() * 4 for v in G.state_dict().values() if v.is_floating_point())
+    assert (tmp_path / "model.safetensors").stat().st_size < 0.6 * size32
+    G2, _ = load_generator(tmp_path)
+    assert next(G2.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        assert (G(X, C5) - G2(X, C5)).abs().max() < 5e-3
+
+
+def test_config_versions(tmp_path):
+    cfg = ModelConfig(schema=JOINT, image_size=64)
+    d = cfg.to_dict()
+    assert ModelConfig.from_dict(d) == cfg
+    old = {k: v for k, v in d.items() if k not in ("version", "d_conv_dim")}  # an older file lacks new fields
+    assert ModelConfig.from_dict(old).d_conv_dim == 64
+    with pytest.raises(ValueError, match="newer"):
+        ModelConfig.from_dict({**d, "version": 99})
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def _write_bad(tmp_path, kind):
+    p = tmp_path / f"{kind}.ckpt"
+    good = tmp_path / "good.ckpt"
+    torch.save(official_g_state_dict(8, 5, 1), good)
+    if kind == "wrong_shape":
+        sd = official_g_state_dict(8, 5, 1)
+        sd["main.3.weight"] = torch.zeros(16, 8, 3, 3)
+        torch.save(sd, p)
+    elif kind == "truncated":
+        p.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    elif kind == "random":
+        p.write_bytes(random.Random(0).randbytes(4096))
+    elif kind == "text":
+        p.write_text("this is not a checkpoint\n")
+    elif kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "code":
+        with open(p, "wb") as f:
+            pickle.dump({"state_dict": _Evil()}, f)
+    elif kind == "not_tensors":
+        torch.save({"hello": 1, "world": [2, 3]}, p)
+    elif kind == "other_net":
+        torch.save(torch.nn.Linear(3, 4).state_dict(), p)
+    return p
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("wrong_shape", "wrong shape"), ("truncated", "corrupt or truncated"), ("random", "not a"),
+    ("text", "not a"), ("empty", "corrupt or truncated|not a"), ("code", "would run Python code"),
+    ("not_tensors", "not a StarGAN checkpoint"), ("other_net", "not a StarGAN generator"),
+])
+def test_bad_files_raise_one_clear_error_naming_the_file(tmp_path, kind, message):
+    p = _write_bad(tmp_path, kind)
+    with pytest.raises(CheckpointError, match=message) as e:
+        load_generator(p)
+    assert str(p) in str(e.value)
+
+
+def test_corrupt_safetensors_and_missing_config(tmp_path):
+    save_release(Generator(8, 5, 1), ModelConfig(g_conv_dim=8, g_repeat_num=1), tmp_path / "r")
+    data = (tmp_path / "r" / "model.safetensors").read_bytes()
+    (tmp_path / "r" / "model.safetensors").write_bytes(data[:1000])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_generator(tmp_path / "r")
+    (tmp_path / "r" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_generator(tmp_path / "r")
