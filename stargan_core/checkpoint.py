@@ -9,11 +9,17 @@ We also read, always with ``torch.load(weights_only=True)`` so no file can run c
   prefixed ``_orig_mod.`` or ``module.``), mapped onto ours by position with every shape checked;
 * a training checkpoint of ours (a dict with ``G``, ``D`` and ``model_config``).
 
+It also writes and reads the **training state** (``RUN_DIR/checkpoint.pt``: G, D, both optimisers, step,
+configs, RNG states) that makes resume exact; it is written to a temp file that replaces the old one in a single
+``os.replace``, so a save killed half-way leaves the previous checkpoint intact.
+
 Every failure is a ``CheckpointError`` whose message names the file and what is wrong with it.
 """
 from __future__ import annotations
 
+import os
 import pickle
+import random
 import re
 import zipfile
 from pathlib import Path
@@ -28,6 +34,7 @@ from .domains import CELEBA5, JOINT, RAFD8, DomainSchema
 from .model import Discriminator, Generator, build_discriminator, build_generator
 
 WEIGHTS_NAME, CONFIG_NAME, D_WEIGHTS_NAME = "model.safetensors", "config.json", "discriminator.safetensors"
+CKPT_NAME = "checkpoint.pt"  # training state inside a run folder
 _PREFIXES = ("_orig_mod.", "module.")  # torch.compile and (Distributed)DataParallel wrappers
 _G_SCHEMAS = {5: CELEBA5, 8: RAFD8, 15: JOINT}  # official c_dim -> schema (generator condition length)
 _D_SCHEMAS = {5: CELEBA5, 8: RAFD8, 13: JOINT}  # official c_dim -> schema (discriminator label count)
@@ -184,3 +191,50 @@ def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float16",
     G, cfg = load_generator(ckpt)
     D = load_discriminator(ckpt)[0] if with_discriminator else None
     return save_release(G, cfg, out_dir, dtype=getattr(torch, dtype), D=D)
+
+
+# ----- training state ---------------------------------------------------------------------------------------------
+def rng_state() -> dict:
+    """Every RNG the training process may use, as tensors and plain types (``weights_only``-loadable)."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(path: str | Path, state: dict) -> Path:
+    """Write ``state`` atomically: a temp file beside ``path``, flushed to disk, then renamed over it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old or the new file, never half
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_training_state(path: str | Path, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                        model_config: ModelConfig) -> dict:
+    """Restore nets, optimisers and RNGs from a training checkpoint (refusing another architecture); returns it."""
+    state = read_state_dict(path)
+    if not isinstance(state, dict) or "step" not in state or "g_opt" not in state:
+        raise CheckpointError(f"{path}: not a training checkpoint (no optimiser state / step)")
+    saved = ModelConfig.from_dict(state["model_config"])
+    if saved != model_config:
+        raise CheckpointError(f"{path}: was trained with another model or data schema ({saved}); "
+                              "resume with the same data and sizes, or start a new --out-dir")
+    for name, net in nets.items():
+        net.load_state_dict(state[name], strict=True)
+    for name, opt in optimizers.items():
+        opt.load_state_dict(state[name])
+    set_rng_state(state["rng"])
+    return state

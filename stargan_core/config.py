@@ -63,9 +63,11 @@ class TrainConfig:
     celeba_dir: str = ""  # folder holding list_attr_celeba.txt and images/ (or img_align_celeba/)
     attrs: list[str] = field(default_factory=lambda: list(CELEBA5_ATTRS))
     rafd_dir: str = ""  # folder with one sub-folder per expression
-    csv_dir: str = ""  # generic folder + labels.csv dataset
+    csv_dirs: list[str] = field(default_factory=list)  # generic folders with labels.csv (+ schema.json)
+    test_split: float = 0.0  # held-out images: >=1 a count, <1 a ratio, 0 = official (CelebA 2,000; else 10%)
+    flip: bool = True  # random horizontal flip (official preprocessing)
     image_size: int = 128
-    batch_size: int = 16
+    batch_size: int = 16  # per process under torchrun
     num_workers: int = 2
     # model
     g_conv_dim: int = 64
@@ -93,6 +95,7 @@ class TrainConfig:
     compile: bool = False
     log_every: int = 10
     sample_every: int = 1000
+    n_samples: int = 8  # held-out images in each sample grid
     ckpt_every: int = 10_000
 
     def to_dict(self) -> dict:

@@ -1,0 +1,218 @@
+"""Training data: CelebA, RaFD and a generic folder + CSV, each read into one ``ImageLabels`` dataset.
+
+A reader turns a folder into records ``(image path, label vector)`` and the ``DatasetSpec`` that says what the
+vector means; ``ImageLabels`` loads an image, crops/resizes it and normalises it to [-1, 1]. The random
+horizontal flip of the official preprocessing is applied by the training loop to whole batches, from a seed
+derived from the step, so that the data stream is a pure function of the step and a resumed run sees the very
+same batches. ``StepSampler`` yields the indices of step ``k`` directly (no iterator state to save), and shards
+them across DDP ranks.
+
+Formats:
+
+* CelebA: ``list_attr_celeba.txt`` (official format) + ``img_align_celeba/`` or ``images/``. Centre crop 178.
+  The official test split: shuffle the list with ``random.seed(1234)``, the first 2,000 are the test set.
+* RaFD: one sub-folder per expression (``angry/``, ``happy/`` ...). Class order comes from the schema, never
+  from the file system. Centre crop 256.
+* CSV: ``labels.csv`` (``filename,label1,label2,...`` with 0/1 or -1/1 values; file names relative to the
+  folder) and an optional ``schema.json`` (a ``DatasetSpec`` dict: name + groups) declaring exclusive or
+  categorical groups. Without it every column is a binary attribute (hair colours form an exclusive group).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import random
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Sampler
+from torchvision.transforms import v2 as T
+
+from .domains import DatasetSpec, DomainSchema, Group, celeba_schema, rafd_schema
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+Record = tuple[Path, list[float]]
+OFFICIAL_CELEBA_TEST = 2000  # the official code holds out the first 2,000 shuffled images
+
+
+class DataError(ValueError):
+    """A dataset folder that cannot be used; the message says what to fix."""
+
+
+class ImageLabels(Dataset):
+    """Images and their label vectors: ``dataset[i] -> (x (3, S, S) in [-1, 1], labels (n_labels,))``."""
+
+    def __init__(self, records: Sequence[Record], image_size: int, crop_size: int | None) -> None:
+        self.records = list(records)
+        crop = [T.CenterCrop(crop_size)] if crop_size else []  # official: crop first, then resize
+        self.transform = T.Compose([T.ToImage(), *crop, T.Resize(image_size, antialias=True),
+                                    T.CenterCrop(image_size), T.ToDtype(torch.float32, scale=True),
+                                    T.Normalize([0.5] * 3, [0.5] * 3)])
+        self.failed = 0  # images that became unreadable after the start-up check (counted, not fatal)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for k in range(len(self.records)):  # a file that fails to decode is replaced by the next one
+            path, labels = self.records[(i + k) % len(self.records)]
+            try:
+                with Image.open(path) as img:
+                    x = self.transform(img.convert("RGB"))
+                return x, torch.tensor(labels, dtype=torch.float32)
+            except (OSError, UnidentifiedImageError, ValueError) as e:
+                self.failed += 1
+                warnings.warn(f"skipping unreadable image {path}: {e}", stacklevel=2)
+        raise DataError("no readable image in the dataset")
+
+
+# ----- readers: folder -> (records, DatasetSpec) ----------------------------------------------------------------
+def _readable(records: list[Record], where: Path) -> list[Record]:
+    """Drop missing or non-image files (header check only: fast even for 200k images) and say how many."""
+    good, bad = [], []
+    for rec in records:
+        try:
+            with Image.open(rec[0]) as img:
+                img.size  # noqa: B018  (reads the header)
+            good.append(rec)
+        except (OSError, UnidentifiedImageError):
+            bad.append(rec[0].name)
+    if bad:
+        warnings.warn(f"{where}: skipped {len(bad)} unreadable or missing images (e.g. {', '.join(bad[:3])})",
+                      stacklevel=3)
+    if not good:
+        raise DataError(f"{where}: no readable images")
+    return good
+
+
+def read_celeba(root: str | Path, attrs: Sequence[str]) -> tuple[list[Record], DatasetSpec]:
+    """CelebA records in the official shuffled order (``random.seed(1234)``), labels 0/1 for ``attrs``."""
+    root = Path(root)
+    attr_file = root / "list_attr_celeba.txt"
+    image_dir = next((root / d for d in ("img_align_celeba", "images") if (root / d).is_dir()), None)
+    if not attr_file.is_file() or image_dir is None:
+        raise DataError(f"{root}: expected list_attr_celeba.txt and an img_align_celeba/ (or images/) folder")
+    lines = attr_file.read_text().split("\n")
+    names = lines[1].split()
+    missing = [a for a in attrs if a not in names]
+    if missing:
+        raise DataError(f"{attr_file}: no attribute named {', '.join(missing)}; available: {' '.join(names)}")
+    cols = [names.index(a) for a in attrs]
+    rows = [line.split() for line in lines[2:] if line.strip()]
+    random.Random(1234).shuffle(rows)  # == the official random.seed(1234); random.shuffle(lines)
+    records = [(image_dir / r[0], [float(r[1 + c] == "1") for c in cols]) for r in rows]
+    return _readable(records, root), celeba_schema(attrs)
+
+
+def read_rafd(root: str | Path, spec: DatasetSpec | None = None) -> tuple[list[Record], DatasetSpec]:
+    """RaFD: one sub-folder per class; one-hot labels in the schema's class order (folder names case-blind)."""
+    root, spec = Path(root), spec or rafd_schema()
+    classes = [lab.lower() for lab in spec.labels]
+    folders = {d.name.lower(): d for d in root.iterdir() if d.is_dir()} if root.is_dir() else {}
+    unknown = sorted(set(folders) - set(classes))
+    if not folders or unknown:
+        raise DataError(f"{root}: expected one sub-folder per class ({', '.join(classes)})"
+                        + (f"; unknown folders: {', '.join(unknown)}" if unknown else ""))
+    records = [(f, [float(j == i) for j in range(len(classes))])
+               for i, c in enumerate(classes) if c in folders
+               for f in sorted(folders[c].iterdir()) if f.suffix.lower() in IMAGE_EXTS]
+    return _readable(records, root), spec
+
+
+def read_csv(root: str | Path) -> tuple[list[Record], DatasetSpec]:
+    """A folder with ``labels.csv`` (+ optional ``schema.json``): any attribute list."""
+    root = Path(root)
+    if not (root / "labels.csv").is_file():
+        raise DataError(f"{root}: no labels.csv (header: filename,label1,label2,...)")
+    with open(root / "labels.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    header, rows = [h.strip() for h in rows[0]], [r for r in rows[1:] if r]
+    if (root / "schema.json").is_file():
+        d = json.loads((root / "schema.json").read_text())
+        spec = DatasetSpec(d.get("name", root.name), tuple(Group(g["name"], g["kind"], tuple(g["labels"]),
+                                                                 g.get("on", ""), g.get("off", ""))
+                                                           for g in d["groups"]))
+    else:
+        spec = celeba_schema(header[1:], name=root.name)
+    missing = [lab for lab in spec.labels if lab not in header]
+    if missing:
+        raise DataError(f"{root / 'labels.csv'}: no column named {', '.join(missing)}; columns: {header[1:]}")
+    cols = [header.index(lab) for lab in spec.labels]
+    records = [(root / r[0].strip(), [float(float(r[c]) > 0) for c in cols]) for r in rows]
+    if not records:
+        raise DataError(f"{root / 'labels.csv'}: no rows")
+    return _readable(records, root), spec
+
+
+def split(records: list[Record], test: float, official: int = 0) -> tuple[list[Record], list[Record]]:
+    """(train, test): ``test`` >= 1 is a count, in (0, 1) a ratio; 0 means ``official`` images if the set holds
+    at least 10x that many, else 10%. The test set is the head of the (already shuffled) list."""
+    n = len(records)
+    if test <= 0:
+        test = official if official and n >= 10 * official else 0.1
+    k = int(test) if test >= 1 else max(1, round(n * test))
+    if k >= n:
+        raise DataError(f"a test split of {k} images leaves no training images out of {n}")
+    return records[k:], records[:k]
+
+
+def load_datasets(cfg) -> tuple[DomainSchema, list[tuple[str, ImageLabels, ImageLabels]]]:
+    """The schema and ``[(dataset name, train set, test set)]`` for every folder named in a ``TrainConfig``."""
+    found: list[tuple[list[Record], DatasetSpec, int | None, int]] = []
+    if cfg.celeba_dir:
+        found.append((*read_celeba(cfg.celeba_dir, cfg.attrs), 178, OFFICIAL_CELEBA_TEST))
+    if cfg.rafd_dir:
+        recs, spec = read_rafd(cfg.rafd_dir)
+        random.Random(1234).shuffle(recs)  # class folders are sorted: shuffle so the test split mixes classes
+        found.append((recs, spec, 256, 0))
+    for d in cfg.csv_dirs:
+        recs, spec = read_csv(d)
+        random.Random(1234).shuffle(recs)
+        found.append((recs, spec, None, 0))
+    if not found:
+        raise DataError("no training data: pass --celeba-dir, --rafd-dir and/or --csv-dirs")
+    schema = DomainSchema(tuple(spec for _, spec, _, _ in found))
+    out = []
+    for recs, spec, crop, official in found:
+        train_recs, test_recs = split(recs, cfg.test_split, official)
+        out.append((spec.name, ImageLabels(train_recs, cfg.image_size, crop),
+                    ImageLabels(test_recs, cfg.image_size, crop)))
+    return schema, out
+
+
+class StepSampler(Sampler[list[int]]):
+    """Batch indices as a pure function of the step: epoch e is ``randperm(n)`` seeded by (seed, e).
+
+    Starting at ``start_step`` reproduces exactly what an uninterrupted run would have drawn. Under DDP each
+    rank takes its own ``batch_size`` slice of a global batch of ``batch_size * world`` indices.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0,
+                 world: int = 1) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start_step, self.rank, self.world = start_step, rank, world
+
+    def indices(self, step: int) -> list[int]:
+        """The indices this rank uses at ``step``."""
+        glob = self.batch_size * self.world
+        first = step * glob + self.rank * self.batch_size  # position in the endless concatenation of epochs
+        out: list[int] = []
+        while len(out) < self.batch_size:
+            epoch, pos = divmod(first + len(out), self.n)
+            out += self._perm(epoch)[pos:pos + self.batch_size - len(out)]
+        return out
+
+    def _perm(self, epoch: int) -> list[int]:
+        if getattr(self, "_cached", (None,))[0] != epoch:  # one permutation per epoch, computed once
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._cached = (epoch, torch.randperm(self.n, generator=g).tolist())
+        return self._cached[1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        while True:
+            yield self.indices(step)
+            step += 1
