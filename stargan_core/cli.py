@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import get_type_hints
 
 
@@ -42,9 +43,66 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(export_run(args.run_dir, args.out_dir, dtype=args.dtype, with_discriminator=args.with_discriminator))
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def photo_paths(items: list[str]) -> list[Path]:
+    """Image files named on the command line, and those inside named folders (recursively), in sorted order."""
+    out = []
+    for item in map(Path, items):
+        if item.is_dir():
+            out += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        elif item.is_file():
+            out.append(item)
+        else:
+            raise SystemExit(f"{item}: no such file or folder")
+    return out
+
+
+def choices_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """--hair/--gender/--age/--expression and every --set GROUP=VALUE that is not "keep"."""
+    choices = {g: getattr(args, g) for g in ("hair", "gender", "age", "expression")}
+    for item in args.set:
+        group, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item}: write it as GROUP=VALUE, e.g. --set smiling=yes")
+        choices[group.strip()] = value.strip()
+    return {g: v for g, v in choices.items() if str(v).lower() != "keep"}
+
+
 def _cmd_translate(args: argparse.Namespace) -> None:
-    from .pipeline import translate_cli
-    translate_cli(args)
+    """Edit every photo (or draw its all-domains figure) into --out; the pipeline returns images, this writes them."""
+    import torch
+    from tqdm import tqdm
+
+    from .checkpoint import CheckpointError
+    from .faces import ImageError
+    from .pipeline import StarGANPipeline
+
+    photos, choices = photo_paths(args.photos), choices_from_args(args)
+    try:
+        pipe = StarGANPipeline.from_pretrained(args.model, args.revision)
+    except CheckpointError as e:
+        raise SystemExit(str(e)) from None
+    print(pipe.status, file=sys.stderr)
+    try:  # a wrong control or option is wrong for every photo: say so once, before starting
+        pipe.schema.target(torch.full((1, pipe.schema.cls_dim), 0.5), choices, args.strength)
+    except (KeyError, ValueError) as e:
+        raise SystemExit(e.args[0]) from None
+    out_dir, done = Path(args.out), 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(photos, desc="translate", unit="photo", disable=len(photos) < 2):
+        try:
+            if args.all_domains:
+                pipe.all_domains(path, whole_image=args.whole_image).save(out_dir / f"{path.stem}_domains.png")
+            else:
+                pipe(path, choices, args.strength, whole_image=args.whole_image).image.save(out_dir / path.name)
+            done += 1
+        except ImageError as e:  # one unreadable photo, or one without a face: say so and go on
+            tqdm.write(f"{path}: {e}", file=sys.stderr)
+    print(f"{done} of {len(photos)} photo(s) written to {out_dir}", file=sys.stderr)
+    if done < len(photos):
+        raise SystemExit(1)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -96,11 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_translate)
 
     p = sub.add_parser("evaluate", help="target accuracy, preservation and reconstruction of a model")
-    p.add_argument("model")
-    p.add_argument("data")
+    p.add_argument("model", help="release folder/file, official .ckpt or training checkpoint")
+    p.add_argument("data", nargs="+", help="labelled folder(s): CelebA, RaFD or labels.csv; their held-out split")
     p.add_argument("--classifier", required=True, help="folder written by train-classifier")
     p.add_argument("--out", default="eval")
-    p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--max-images", type=int, default=None, help="per folder (default: the whole held-out split)")
+    p.add_argument("--test-split", type=float, default=None,
+                   help="held-out split as in train (default: the run's train_config.json, else 0)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("train-classifier", help="train the attribute classifier used by evaluate")
@@ -109,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="classifier")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--arch", choices=["resnet18", "small"], default="resnet18")
+    p.add_argument("--test-split", type=float, default=0.0, help="held-out split, as train's --test-split")
     p.set_defaults(func=_cmd_train_classifier)
 
     p = sub.add_parser("push", help="upload a release to the Hugging Face Hub with a model card")
