@@ -199,9 +199,9 @@ def _align_one(image: Image.Image, face: Face) -> torch.Tensor:
     x0, y0, x1, y1 = _footprint(face, image.size)
     if x1 <= x0 or y1 <= y0:  # the crop misses the photo entirely
         return torch.zeros(3, face.crop_size, face.crop_size)
-    k = min(1.0, float(np.hypot(*face.matrix[:, 0])))  # shrink first with PIL's antialiasing filter, as Resize does
-    w, h = max(1, round((x1 - x0) * k)), max(1, round((y1 - y0) * k))
-    region = image.resize((w, h), Image.BILINEAR, box=(x0, y0, x1, y1))
+    k = min(1.0, float(np.hypot(*face.matrix[:, 0])))  # crop and shrink first with PIL's filter, as the official
+    w, h = max(1, round((x1 - x0) * k)), max(1, round((y1 - y0) * k))  # CenterCrop + Resize do; then warp ~1:1
+    region = image.crop((x0, y0, x1, y1)).resize((w, h), Image.BILINEAR)
     to_region = np.diag([w / (x1 - x0), h / (y1 - y0)]) @ (_invert(face.matrix) - [[0, 0, x0], [0, 0, y0]])
     crop = _sample(_to_tensor(region), to_region, (face.crop_size,) * 2, "bicubic", "border")
     return (crop / 127.5 - 1).clamp(-1, 1)

@@ -1,0 +1,388 @@
+"""faces.py: every upload kind decodes or fails with ImageError; alignment matches the CelebA framing; paste-back
+touches nothing outside the face masks. Geometry is checked against references built here (known transforms,
+torchvision's official crop); the detector against ../shared/data (MANIFEST.json, celeba_subset)."""
+import io
+import json
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+from stargan_core.faces import (
+    CELEBA_TEMPLATE,
+    Face,
+    FaceDetector,
+    ImageError,
+    align,
+    key_points,
+    load_image,
+    paste_back,
+    restore_mode,
+    similarity,
+    template,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """MTCNN's small convolutions gain nothing from threads, and on shared cores two threads ran 20x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector()
+
+
+def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _texture(w: int, h: int, seed: int = 0) -> Image.Image:
+    """A smooth random RGB photo stand-in in [40, 215] (no clipping when edited by +-25)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, h // 16 + 2, w // 16 + 2, generator=g)
+    x = torch.nn.functional.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    return Image.fromarray((40 + 175 * x).permute(1, 2, 0).numpy().round().astype(np.uint8))
+
+
+def _face_at(landmarks: np.ndarray, crop_size: int = 128) -> Face:
+    """A Face built by hand, as the detector would from these landmarks."""
+    matrix = similarity(key_points(landmarks), key_points(template(crop_size)))
+    return Face(np.r_[landmarks.min(0), landmarks.max(0)], 1.0, landmarks, matrix, crop_size)
+
+
+def _template_in_photo(angle_deg: float, scale: float, centre: tuple[float, float]) -> np.ndarray:
+    """template(128) rotated, scaled (photo px per crop px) and moved to ``centre``: (5, 2)."""
+    a = np.deg2rad(angle_deg)
+    rot = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return (template(128) - 64) @ rot.T + centre
+
+
+def _outside_masks(size: tuple[int, int], faces: list[Face]) -> np.ndarray:
+    """(H, W) True where a pixel centre lies outside every face's crop square (mapped through Face.matrix)."""
+    xs, ys = np.meshgrid(np.arange(size[0]) + 0.5, np.arange(size[1]) + 0.5)
+    outside = np.ones((size[1], size[0]), bool)
+    for f in faces:
+        u = f.matrix[0, 0] * xs + f.matrix[0, 1] * ys + f.matrix[0, 2]
+        v = f.matrix[1, 0] * xs + f.matrix[1, 1] * ys + f.matrix[1, 2]
+        outside &= ~((u >= 0) & (u < f.crop_size) & (v >= 0) & (v < f.crop_size))
+    return outside
+
+
+# ---------------------------------------------------------------- geometry (no data)
+
+def test_similarity_is_the_least_squares_fit():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 200, (5, 2))
+    a, b = 0.7 * np.exp(0.4j), 12 - 5j
+    dst = ((src @ [1, 1j]) * a + b).view(np.float64).reshape(5, 2)
+    m = similarity(src, dst)
+    np.testing.assert_allclose(m, [[a.real, -a.imag, b.real], [a.imag, a.real, b.imag]], atol=1e-9)
+    # with noise: same as the linear least-squares solution for (p, q, tx, ty) in [[p, -q, tx], [q, p, ty]]
+    dst = dst + rng.normal(0, 2, dst.shape)
+    A = np.concatenate([np.c_[src[:, 0], -src[:, 1], np.ones(5), np.zeros(5)],
+                        np.c_[src[:, 1], src[:, 0], np.zeros(5), np.ones(5)]])
+    p, q, tx, ty = np.linalg.lstsq(A, np.r_[dst[:, 0], dst[:, 1]], rcond=None)[0]
+    np.testing.assert_allclose(similarity(src, dst), [[p, -q, tx], [q, p, ty]], atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [0.4, 3.0])  # face smaller than the crop (upsampled) and larger (shrunk first)
+def test_align_puts_landmarks_on_the_template(scale):
+    """Dots drawn at a rotated, scaled copy of the template land on the template in the crop."""
+    marks = _template_in_photo(25, scale, (300, 260))
+    w, h = 600, 520
+    ys, xs = np.mgrid[0:h, 0:w] + 0.5
+    sigma = 2.5 * scale  # 2.5 crop px
+    dots = sum(np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2)) for x, y in marks)
+    photo = Image.fromarray(np.repeat((255 * dots)[..., None], 3, 2).clip(0, 255).astype(np.uint8))
+    crop = (align(photo, [_face_at(marks)], 128)[0, 0].numpy() + 1) / 2  # (128, 128) in [0, 1]
+    cy, cx = np.mgrid[0:128, 0:128] + 0.5
+    for x, y in template(128):
+        win = crop * (((cx - x) ** 2 + (cy - y) ** 2) < 8**2)
+        assert abs((win * cx).sum() / win.sum() - x) < 0.3 and abs((win * cy).sum() / win.sum() - y) < 0.3
+
+
+def test_whole_image_is_the_official_centre_crop():
+    """An img_align_celeba-sized image aligned with whole_image equals CenterCrop(178) + Resize(128)."""
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (218, 178, 3), dtype=np.uint8))
+    official = T.Compose([T.CenterCrop(178), T.Resize(128), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
+    ours = align(photo, [FaceDetector.whole_image(photo, 128)], 128)[0]
+    assert (ours - official(photo)).abs().max() < 1.01 / 127.5  # uint8 rounding of the official crop only
+
+
+# ---------------------------------------------------------------- paste-back (no data)
+
+@pytest.fixture
+def two_faces() -> tuple[Image.Image, list[Face]]:
+    """A 640x420 photo with two overlapping faces: one large and tilted, one small and upright."""
+    return _texture(640, 420), [_face_at(_template_in_photo(-15, 2.2, (230, 200))),
+                                _face_at(_template_in_photo(0, 0.8, (420, 240)))]
+
+
+def test_identity_edit_returns_the_photo(two_faces):
+    photo, faces = two_faces
+    x = align(photo, faces, 128)
+    assert np.array_equal(np.asarray(paste_back(photo, faces, x.clone())), np.asarray(photo))
+    x_rec = x + 0.05 * torch.randn_like(x)  # G(x, c_org) != x: its reconstruction error must not reach the photo
+    assert np.array_equal(np.asarray(paste_back(photo, faces, x_rec.clone(), x_ref=x_rec)), np.asarray(photo))
+
+
+def test_inverted_crops_change_only_inside_the_masks(two_faces):
+    photo, faces = two_faces
+    x = align(photo, faces, 128)
+    before, outside = np.asarray(photo, np.int16), _outside_masks(photo.size, faces)
+    for detail in (True, False):
+        after = np.asarray(paste_back(photo, faces, -x, detail=detail), np.int16)
+        assert np.array_equal(after[outside], before[outside])
+        # the big face's centre (230, 200) is fully masked: inverted
+        np.testing.assert_allclose(after[200, 230], 255 - before[200, 230], atol=8)
+
+
+def test_detail_mode_keeps_full_resolution_detail(two_faces):
+    """A uniform +0.2 change to a 128 px crop brightens the large face by 25.5 without blurring its texture."""
+    photo, faces = two_faces
+    sharp = np.asarray(photo, np.float64) + np.random.default_rng(0).integers(-12, 13, (420, 640, 3))
+    photo = Image.fromarray(sharp.clip(0, 255).astype(np.uint8))
+    x = align(photo, faces[:1], 128)
+    after = np.asarray(paste_back(photo, faces[:1], x + 0.2), np.float64)
+    core = np.asarray(photo, np.float64)[170:230, 200:260]  # well inside the big face's mask
+    np.testing.assert_allclose(after[170:230, 200:260] - core, 25.5, atol=1.01)
+    pasted = np.asarray(paste_back(photo, faces[:1], x + 0.2, detail=False), np.float64)[170:230, 200:260]
+    assert np.abs(pasted - core - 25.5).mean() > 3  # pasting the crop itself loses the pixel-level texture
+
+
+def test_paste_back_edge_cases(two_faces):
+    photo, faces = two_faces
+    assert np.array_equal(np.asarray(paste_back(photo, [], torch.zeros(0, 3, 64, 64))), np.asarray(photo))
+    with pytest.raises(ValueError):
+        paste_back(photo, faces, torch.zeros(1, 3, 64, 64))
+    out = paste_back(photo, faces, align(photo, faces, 64) * 0.5)  # any model size: 64 px here
+    assert out.size == photo.size and out.mode == "RGB"
+    assert np.array_equal(np.asarray(out)[_outside_masks(photo.size, faces)],
+                          np.asarray(photo)[_outside_masks(photo.size, faces)])
+
+
+def test_whole_image_option_round_trips():
+    photo = _texture(150, 200)
+    face = FaceDetector.whole_image(photo, 128)
+    x = align(photo, [face], 128)
+    assert np.array_equal(np.asarray(paste_back(photo, [face], x)), np.asarray(photo))
+    assert np.abs(np.asarray(paste_back(photo, [face], x, detail=False), float) - np.asarray(photo)).mean() < 2
+
+
+# ---------------------------------------------------------------- every upload kind (no data)
+
+def _png_claiming(w: int, h: int) -> bytes:
+    """A real 1x1 PNG whose header claims w x h: how decompression bombs announce themselves."""
+    png = bytearray(_encode(Image.new("L", (1, 1)), "PNG"))
+    png[16:24] = struct.pack(">II", w, h)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return bytes(png)
+
+
+def _exif_rotated() -> bytes:
+    """A 40x20 JPEG, left half red, stored sideways with EXIF orientation 6 (display rotated 90 degrees clockwise)."""
+    im = Image.new("RGB", (40, 20), "blue")
+    im.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _encode(im, "JPEG", exif=exif.tobytes(), quality=95)
+
+
+UPLOADS = {  # name: (upload, expected (W, H), expected RGB at the centre or None)
+    "rgb_png": (_encode(Image.new("RGB", (30, 20), (10, 200, 30)), "PNG"), (30, 20), (10, 200, 30)),
+    "grayscale_L": (_encode(Image.new("L", (30, 20), 90), "PNG"), (30, 20), (90, 90, 90)),
+    "rgba_transparent": (_encode(Image.new("RGBA", (30, 20), (255, 0, 0, 0)), "PNG"), (30, 20), (255, 255, 255)),
+    "rgba_opaque": (_encode(Image.new("RGBA", (30, 20), (255, 0, 0, 255)), "PNG"), (30, 20), (255, 0, 0)),
+    "LA": (_encode(Image.new("LA", (30, 20), (0, 128)), "PNG"), (30, 20), (127, 127, 127)),
+    "palette_P": (_encode(Image.new("RGB", (30, 20), (0, 0, 255)).convert("P"), "GIF"), (30, 20), (0, 0, 255)),
+    "palette_transparent": (_encode(Image.new("P", (30, 20), 0), "GIF", transparency=0), (30, 20), (255, 255, 255)),
+    "cmyk_jpeg": (_encode(Image.new("CMYK", (30, 20), (0, 255, 255, 0)), "JPEG"), (30, 20), (255, 0, 0)),
+    "png_16bit": (_encode(Image.fromarray(np.full((20, 30), 32896, np.uint16)), "PNG"), (30, 20), (128, 128, 128)),
+    "int32_I": (_encode(Image.new("I", (30, 20), 65535), "TIFF"), (30, 20), (255, 255, 255)),
+    "bilevel_1": (_encode(Image.new("1", (30, 20), 1), "PNG"), (30, 20), (255, 255, 255)),
+    "exif_rotated": (_exif_rotated(), (20, 40), None),
+    "tiny_1x1": (_encode(Image.new("RGB", (1, 1), (5, 6, 7)), "PNG"), (1, 1), (5, 6, 7)),
+    "tiny_3x2_webp": (_encode(Image.new("RGB", (3, 2), (200, 0, 0)), "WEBP", lossless=True), (3, 2), (200, 0, 0)),
+    "pil_image": (Image.new("L", (30, 20), 40), (30, 20), (40, 40, 40)),
+    "array_uint8": (np.full((20, 30, 3), 70, np.uint8), (30, 20), (70, 70, 70)),
+    "array_gray": (np.full((20, 30), 70, np.uint8), (30, 20), (70, 70, 70)),
+    "array_float01": (np.full((20, 30, 3), 0.5), (30, 20), (128, 128, 128)),
+    "array_uint16": (np.full((20, 30, 3), 65535, np.uint16), (30, 20), (255, 255, 255)),
+    "array_rgba": (np.zeros((20, 30, 4), np.uint8), (30, 20), (255, 255, 255)),
+}
+
+
+@pytest.mark.parametrize("name", list(UPLOADS))
+def test_every_upload_kind_decodes_to_upright_rgb(name):
+    src, size, centre = UPLOADS[name]
+    im = load_image(src)
+    assert im.mode == "RGB" and im.size == size
+    if centre is not None:
+        np.testing.assert_allclose(im.getpixel((size[0] // 2, size[1] // 2)), centre, atol=3)
+    if name == "exif_rotated":  # what was the left (red) half is now on top
+        assert im.getpixel((10, 5))[0] > 200 and im.getpixel((10, 35))[2] > 200
+
+
+BAD_UPLOADS = {
+    "bomb_400mp_header": (_png_claiming(20_000, 20_000), "too large"),  # PIL's DecompressionBombError
+    "100mp_header": (_png_claiming(10_000, 10_000), "too large"),  # PIL's DecompressionBombWarning
+    "42mp_header": (_png_claiming(7_000, 6_000), "too large"),  # over our own cap only
+    "truncated_jpeg": (_encode(_texture(128, 128), "JPEG")[:-800], "damaged"),  # header intact, scan cut
+    "truncated_png": (_encode(_texture(128, 128), "PNG")[:-800], "damaged"),
+    "random_bytes": (np.random.default_rng(0).bytes(3000), "not an image"),
+    "empty_bytes": (b"", "not an image"),
+    "text": (b"name,age\nada,36\n", "not an image"),
+    "missing_file": ("/nonexistent/photo.jpg", "not an image"),
+    "array_2_channels": (np.zeros((5, 5, 2), np.uint8), "not an image"),
+    "array_1d": (np.zeros(10, np.uint8), "not an image"),
+    "array_empty": (np.zeros((0, 5, 3), np.uint8), "not an image"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_UPLOADS))
+def test_bad_uploads_raise_one_clear_sentence(name):
+    src, words = BAD_UPLOADS[name]
+    with pytest.raises(ImageError, match=words) as err:
+        load_image(src)
+    assert str(err.value).endswith(".") and "\n" not in str(err.value)
+
+
+def test_pixel_cap_applies_to_images_in_memory():
+    with pytest.raises(ImageError, match=r"too large \(1 megapixels\); the limit is 0"):
+        load_image(Image.new("L", (1000, 1000)), max_pixels=100_000)
+
+
+def test_corrupted_files_raise_only_image_error():
+    """Bytes flipped at random in real PNG, JPEG and GIF files: decoded or refused, never another exception."""
+    rng = np.random.default_rng(0)
+    for fmt in ("PNG", "JPEG", "GIF"):
+        good = _encode(_texture(48, 32), fmt)
+        for _ in range(15):
+            bad = bytearray(good)
+            for i in rng.integers(0, len(bad), 4):
+                bad[i] = rng.integers(0, 256)
+            try:
+                assert load_image(bytes(bad)).mode == "RGB"
+            except ImageError:
+                pass
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "LA", "P", "CMYK", "I;16", "I", "1", "RGB"])
+def test_restore_mode_gives_back_the_upload_mode(mode):
+    if mode[0] == "I":  # a 16-bit grey level that 8 bits cannot hold
+        like = Image.fromarray(np.full((20, 30), 40000, np.uint16)).convert(mode)
+    else:
+        like = _texture(30, 20).convert("RGBA")
+        like.putalpha(Image.linear_gradient("L").resize((30, 20)))  # an alpha ramp to get back
+        like = like.convert(mode)
+    out = restore_mode(load_image(like), like)
+    assert out.mode == mode and out.size == like.size
+    if "A" in mode:
+        assert np.array_equal(np.asarray(out.getchannel("A")), np.asarray(like.getchannel("A")))
+    if mode[0] == "I":
+        assert abs(int(np.asarray(out).mean()) - 40000) < 257
+
+
+def test_restore_mode_keeps_upright_size_of_exif_upload():
+    like = Image.open(io.BytesIO(_exif_rotated()))
+    assert restore_mode(load_image(_exif_rotated()), like).size == (20, 40)
+
+
+def test_no_face_in_tiny_or_blank_images(detector):
+    assert detector.detect(load_image(UPLOADS["tiny_1x1"][0])) == []
+    assert detector.detect(Image.new("RGB", (300, 200), "gray")) == []
+
+
+# ---------------------------------------------------------------- real data
+
+def _central_face(faces: list[Face]) -> Face:
+    """The face nearest the centre of a 178x218 img_align_celeba image."""
+    return min(faces, key=lambda f: np.hypot(*((f.box[:2] + f.box[2:]) / 2 - (89, 109))))
+
+
+def _crop_image(x: torch.Tensor) -> Image.Image:
+    return Image.fromarray(((x.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8))
+
+
+@pytest.mark.data
+def test_face_counts_match_manifest(photos_dir, detector):
+    manifest = json.loads((photos_dir / "MANIFEST.json").read_text())
+    timings = []
+    for entry in manifest:
+        photo = load_image(photos_dir / entry["file"])
+        t = time.perf_counter()
+        faces = detector.detect(photo)
+        timings.append(time.perf_counter() - t)
+        confident = [f for f in faces if f.prob >= 0.95]  # extras below 0.95 are background false positives
+        assert len(confident) == entry["faces_expected"], entry["file"]
+        centres = [f.box[0] + f.box[2] for f in faces]
+        assert centres == sorted(centres)
+        for f in faces:  # landmarks inside their box, in full-resolution px
+            assert (f.landmarks >= f.box[:2] - 5).all() and (f.landmarks <= f.box[2:] + 5).all()
+        if entry["faces_expected"] == 0:
+            assert faces == []
+    print(f"detection: {np.mean(timings):.2f} s per photo on average, {max(timings):.2f} s at most")
+
+
+@pytest.mark.data
+def test_huge_photo_is_searched_downscaled_with_full_resolution_results(photos_dir, detector):
+    small = load_image(photos_dir / "skimage_astronaut.png")
+    big = small.resize((3072, 3072), Image.BICUBIC)  # 9.4 megapixels
+    (f_small,), (f_big,) = detector.detect(small), detector.detect(big)
+    np.testing.assert_allclose(f_big.box, 6 * f_small.box, atol=0.04 * 6 * (f_small.box[2] - f_small.box[0]))
+    np.testing.assert_allclose(f_big.landmarks, 6 * f_small.landmarks, atol=6 * 3)
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("name", ["fr_two_people.jpg", "facenet_multiface.jpg"])
+def test_identity_round_trip_on_real_photos(photos_dir, detector, name):
+    photo = load_image(photos_dir / name)
+    faces = detector.detect(photo)
+    x = align(photo, faces, 128)
+    before, outside = np.asarray(photo, np.float64), _outside_masks(photo.size, faces)
+    assert np.array_equal(np.asarray(paste_back(photo, faces, x.clone())), before)  # detail mode: exact
+    pasted = np.asarray(paste_back(photo, faces, x.clone(), detail=False), np.float64)
+    assert np.abs(pasted - before).mean() <= 2 and np.array_equal(pasted[outside], before[outside])
+    inverted = np.asarray(paste_back(photo, faces, -x), np.float64)
+    assert np.array_equal(inverted[outside], before[outside]) and np.abs(inverted - before)[~outside].mean() > 50
+
+
+@pytest.mark.data
+def test_template_rederived_from_a_sample(celeba_dir):
+    """The documented procedure on every 20th image (100) gives CELEBA_TEMPLATE within 1 px."""
+    any_face = FaceDetector(min_prob=0.0)
+    marks = []
+    for path in sorted((celeba_dir / "images").glob("*.jpg"))[::20]:
+        marks.append(_central_face(any_face.detect(load_image(path))).landmarks)
+    assert len(marks) == 100
+    error = np.linalg.norm(np.mean(marks, 0) - CELEBA_TEMPLATE, axis=1)
+    print("template re-derivation error per landmark (px at 178x218):", np.round(error, 2))
+    assert error.max() < 1
+
+
+@pytest.mark.data
+def test_alignment_reproduces_the_official_crop(celeba_dir):
+    """Aligning an img_align_celeba image lands its landmarks where the official crop has them (128 px)."""
+    any_face = FaceDetector(min_prob=0.5)
+    official = T.Compose([T.CenterCrop(178), T.Resize(128)])
+    errors = []
+    for path in sorted((celeba_dir / "images").glob("*.jpg"))[::40]:  # 50 images
+        image = load_image(path)
+        ours = _crop_image(align(image, [_central_face(any_face.detect(image))], 128)[0])
+        found = [any_face.detect(im) for im in (ours, official(image))]  # re-detect on pixels: no shared code path
+        if all(len(f) == 1 for f in found):
+            errors.append(np.linalg.norm(found[0][0].landmarks - found[1][0].landmarks, axis=1).mean())
+    print(f"mean landmark error vs the official crop: {np.mean(errors):.2f} px at 128 px ({len(errors)} images)")
+    assert len(errors) >= 45 and np.mean(errors) < 2.0
