@@ -167,7 +167,9 @@ def test_paste_back_edge_cases(two_faces):
     assert np.array_equal(np.asarray(paste_back(photo, [], torch.zeros(0, 3, 64, 64))), np.asarray(photo))
     with pytest.raises(ValueError):
         paste_back(photo, faces, torch.zeros(1, 3, 64, 64))
+    kept = [f.matrix.copy() for f in faces]
     out = paste_back(photo, faces, align(photo, faces, 64) * 0.5)  # any model size: 64 px here
+    assert all(np.array_equal(f.matrix, m) and f.crop_size == 128 for f, m in zip(faces, kept, strict=True))
     assert out.size == photo.size and out.mode == "RGB"
     assert np.array_equal(np.asarray(out)[_outside_masks(photo.size, faces)],
                           np.asarray(photo)[_outside_masks(photo.size, faces)])
@@ -300,9 +302,14 @@ def test_restore_mode_keeps_upright_size_of_exif_upload():
     assert restore_mode(load_image(_exif_rotated()), like).size == (20, 40)
 
 
-def test_no_face_in_tiny_or_blank_images(detector):
-    assert detector.detect(load_image(UPLOADS["tiny_1x1"][0])) == []
+def test_tiny_and_blank_images_have_no_face_but_work_whole(detector):
     assert detector.detect(Image.new("RGB", (300, 200), "gray")) == []
+    for name in ("tiny_1x1", "tiny_3x2_webp"):
+        tiny = load_image(UPLOADS[name][0])
+        assert detector.detect(tiny) == []
+        face = detector.whole_image(tiny, 32)
+        x = align(tiny, [face], 32)
+        assert x.shape == (1, 3, 32, 32) and paste_back(tiny, [face], -x).size == tiny.size
 
 
 # ---------------------------------------------------------------- real data
