@@ -1,0 +1,109 @@
+"""Benchmarks, measured rather than assumed: ``python -m stargan_core.bench {infer,...}``.
+
+``infer`` times the official 128 px generator ``Generator(64, 5, 6)`` (random weights, or a model given with
+``--model``) the naive way (fp32, eager, one face per forward, as the official test does) against the pipeline's
+path (``precision.generate``: bf16 autocast where native, faces batched), measures the pixel error of that path
+against fp32 on real aligned faces, times whole edits of photos from ``../shared/data/photos``, and reports the
+process's peak memory. Timings are medians over interleaved repeats, so a busy machine slows both sides alike.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+PHOTOS = Path(os.environ.get("STARGAN_SHARED_DATA", Path(__file__).resolve().parents[1] / "../shared/data")) / "photos"
+
+
+def _median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function, run in turn ``repeats`` times after one warm-up each."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _pipeline(model: str | None, with_d: bool):
+    from .config import ModelConfig
+    from .model import build_discriminator, build_generator
+    from .pipeline import StarGANPipeline
+
+    if model:
+        return StarGANPipeline.from_pretrained(model)
+    cfg = ModelConfig()  # the paper's 128 px nets: Generator(64, 5, 6), Discriminator(128, 64, 5, 6)
+    torch.manual_seed(0)
+    return StarGANPipeline(build_generator(cfg), cfg, build_discriminator(cfg) if with_d else None)
+
+
+def infer(args: argparse.Namespace) -> None:
+    """Per-face generator latency (naive vs pipeline), pixel error, end-to-end photo edits, peak memory."""
+    from .faces import align, load_image
+    from .precision import generate
+
+    pipe = _pipeline(args.model, not args.no_d)
+    G, size, c_dim = pipe.G, pipe.config.image_size, pipe.config.schema.c_dim
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, pipeline dtype {str(pipe.dtype).removeprefix('torch.')}")
+    photo = load_image(PHOTOS / "facenet_multiface.jpg")
+    x6 = align(photo, pipe.detect(photo), size)  # 6 real aligned faces (N, 3, S, S)
+    c6 = torch.eye(c_dim)[torch.arange(len(x6)) % c_dim]
+
+    def naive(x: torch.Tensor) -> None:  # the official test: fp32, eager, no_grad, one face at a time
+        with torch.no_grad():
+            for i in range(len(x)):
+                G(x[i:i + 1], c6[i:i + 1])
+
+    t = _median_times({"naive": lambda: naive(x6[:1]), "pipe1": lambda: generate(G, x6[:1], c6[:1], pipe.dtype),
+                       "naive6": lambda: naive(x6), "pipe6": lambda: generate(G, x6, c6, pipe.dtype)}, args.repeats)
+    print("\ngenerator, ms per face           naive fp32 eager   pipeline path   speed-up")
+    for n, a, b in ((1, "naive", "pipe1"), (len(x6), "naive6", "pipe6")):
+        print(f"  {n} face(s) per forward         {t[a] / n * 1e3:10.1f}      {t[b] / n * 1e3:10.1f}"
+              f"      {t[a] / t[b]:5.2f}x")
+    with torch.no_grad():
+        diff = (generate(G, x6, c6, pipe.dtype) - G(x6, c6)).abs() * 127.5  # in 0..255 pixel levels
+    print(f"pixel error of the pipeline path vs fp32 on 6 real faces: mean {diff.mean():.3f}/255, "
+          f"99.9th percentile {diff.flatten().quantile(0.999):.2f}/255")
+    _end_to_end(pipe, args.repeats)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(f"\npeak memory (max RSS of this process, torch and MTCNN included): {peak:.0f} MiB")
+
+
+def _end_to_end(pipe, repeats: int) -> None:
+    """Whole edits: decode + detect + align + estimate + translate (x_fake and x_ref) + paste back."""
+    print("\nend to end, one edit (hair -> blond)        first edit   re-edit (faces kept)")
+    choices = {"hair": "blond"}
+    for name in ("skimage_astronaut.png", "fr_obama-1080p.jpg", "facenet_multiface.jpg"):
+        path = PHOTOS / name
+        faces = pipe.detect(path)
+        t = _median_times({"full": lambda p=path: pipe(p, choices),
+                           "again": lambda p=path, f=faces: pipe(p, choices, faces=f)}, repeats)
+        print(f"  {name:<24} {len(faces)} face(s)    {t['full']:8.3f} s   {t['again']:8.3f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stargan_core.bench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("infer", help="CPU inference: generator latency, pixel error, photo edits, memory")
+    p.add_argument("--model", default=None, help="a model for load_model (default: random official-size nets)")
+    p.add_argument("--no-d", action="store_true", help="without a discriminator (attributes from choices)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(func=infer)
+    args = parser.parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
