@@ -1,0 +1,22 @@
+"""StarGAN studio in a browser (also the Hugging Face Space entry point): load the model once, build the page, serve.
+
+The model is ``$STARGAN_MODEL`` or the default Hub model, else the release shipped in ``checkpoints/``; the page says
+which in one sentence. Host and port come from Gradio's usual GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
+"""
+from demo.ui import MAX_UPLOAD, build_demo
+from stargan_core.checkpoint import CheckpointError
+from stargan_core.hub import load_model
+from stargan_core.pipeline import StarGANPipeline
+
+
+def load_pipeline() -> tuple[StarGANPipeline | None, str]:
+    """The pipeline and the page's status sentence; (None, why) when no model can be loaded at all."""
+    try:
+        m = load_model()
+    except CheckpointError as e:  # the page still opens and says what to do
+        return None, str(e)
+    return StarGANPipeline(m.G, m.config, D=m.D), m.status
+
+
+if __name__ == "__main__":
+    build_demo(*load_pipeline()).launch(max_file_size=MAX_UPLOAD)

@@ -1,0 +1,126 @@
+"""The page: ``build_demo(pipeline, status)`` lays out the widgets and wires their events, nothing else.
+
+The controls come from the loaded model's domain schema, so any trained model gets the right page: one choice and
+one strength slider per group (hair colour, gender, age, any custom attribute), and the RaFD expressions when the
+model knows them. What the events do lives in ``demo/handlers.py``; per-visitor data lives in ``gr.State``.
+"""
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from stargan_core.domains import CELEBA5
+
+from . import handlers
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+CLASSROOM = (Path(__file__).resolve().parent / "classroom.md").read_text()
+MAX_UPLOAD = "20mb"  # launch(max_file_size=...): bigger files are refused before they reach the model
+MODEL_WORK = dict(concurrency_id="model", concurrency_limit=2)  # at most 2 jobs on the model at once (2 vCPUs)
+
+
+def _readme_link(section: str) -> str:
+    """A link to a README section: the Space's README page on Hugging Face, else the README.md file's name."""
+    space = os.environ.get("SPACE_ID")
+    return (f"[the README](https://huggingface.co/spaces/{space}/blob/main/README.md#{section})" if space
+            else "README.md")
+
+
+def _group_controls(groups) -> dict:
+    """One choice + strength slider per group; returns {api name: component}, the edit endpoint's parameters."""
+    controls = {}
+    for g in groups:
+        name = handlers.api_name(g)
+        with gr.Row(equal_height=True):
+            controls[name] = gr.Radio(["Keep", *g.options()], value="Keep", label=handlers.group_title(g),
+                                      scale=3)
+            controls[f"{name}_strength"] = gr.Slider(0, 1.5, value=1.0, step=0.05, label="Strength", scale=2)
+    return controls
+
+
+def _current_controls(groups) -> dict:
+    """For models without a discriminator: what each face is now, per group ({"now_hair": radio, ...})."""
+    return {f"now_{handlers.api_name(g)}": gr.Radio([handlers.NOT_SURE, *g.options()], value=handlers.NOT_SURE,
+                                                    label=handlers.group_title(g)) for g in groups}
+
+
+def build_demo(pipeline, status: str = "") -> gr.Blocks:
+    """The StarGAN studio page for ``pipeline`` (None when no model could be loaded: ``status`` says why)."""
+    schema = pipeline.config.schema if pipeline is not None else CELEBA5
+    has_d = pipeline is not None and pipeline.D is not None
+    face_groups = [g for g in schema.groups if g.kind != "categorical"]
+    expression_groups = [g for g in schema.groups if g.kind == "categorical"]
+
+    with gr.Blocks(title="StarGAN studio") as demo:
+        session = gr.State(None, time_to_live=1800)  # this visitor's photo and faces (handlers.Session)
+        classroom_open = gr.State(False)
+        gr.Markdown("# StarGAN studio\nChange hair colour, gender, age or expression on your own photo with one "
+                    "generator ([StarGAN](https://arxiv.org/abs/1711.09020), Choi et al., CVPR 2018).")
+        gr.Markdown(("**Model:** " if pipeline is not None else "**No model:** ") + status, elem_id="status")
+        with gr.Row():
+            with gr.Column(scale=2):
+                photo = gr.Image(label="Your photo", sources=["upload", "webcam", "clipboard"], type="filepath",
+                                 image_mode=None, height=320, elem_id="photo")
+                gr.Examples([str(EXAMPLES / f) for f in ("astronaut.jpg", "camera.jpg", "chelsea.jpg")],
+                            inputs=photo, label="Example photos (public domain / CC0)")
+                whole = gr.Checkbox(False, label="The whole photo is one face (a close-up portrait)")
+                picker = gr.CheckboxGroup([], label="Faces to edit", visible=False,
+                                          info="Untick a face to leave it as it is.")
+                gr.Markdown("Pick a change; its strength goes from 0 (none) through 1 (as trained) to 1.5.")
+                controls = _group_controls(face_groups)
+                with gr.Group():
+                    if expression_groups:
+                        controls |= _group_controls(expression_groups)
+                    else:
+                        gr.Markdown("*Expressions:* this model was not trained with facial expressions; to get "
+                                    "them, train a joint CelebA + RaFD model as the *Training* section of "
+                                    f"{_readme_link('training')} explains and load it with STARGAN_MODEL.",
+                                    elem_id="no-expressions")
+                if pipeline is not None and not has_d:
+                    with gr.Accordion("What the face is now (this model cannot tell by itself)", open=True):
+                        controls |= _current_controls(schema.groups)
+            with gr.Column(scale=3):
+                slider = gr.ImageSlider(label="Before / after (drag the bar)", type="filepath", format="png",
+                                        buttons=["download", "fullscreen"], elem_id="result")
+                info = gr.Markdown(label="Timing", elem_id="info")
+                download = gr.DownloadButton("Download the edited photo (PNG)")
+                crops = gr.Gallery(label="Each face, before and after", columns=4, height="auto",
+                                   object_fit="contain")
+                verdict = gr.Label(label="What the discriminator thinks of the first face (before the edit)",
+                                   show_heading=False, visible=has_d)
+        with gr.Accordion("All domains at once (the paper's figure for your photo)", open=False):
+            grid_button = gr.Button("Show every domain")
+            grid = gr.Image(label="Input, then one column per domain", type="filepath", format="png",
+                            interactive=False)
+        with gr.Accordion("Classroom: how StarGAN works", open=False) as classroom:
+            gr.Markdown("**The cycle for the first face of your latest edit:** "
+                        "x -> G(x, c_trg) -> G(G(x, c_trg), c_org)")
+            with gr.Row():
+                x_real = gr.Image(label="x: your face", interactive=False)
+                x_fake = gr.Image(label="G(x, c_trg): the edit", interactive=False)
+                x_rec = gr.Image(label="G(G(x, c_trg), c_org): and back", interactive=False)
+            rec_error = gr.Markdown()
+            gr.Markdown(CLASSROOM)
+
+        # ----- events: a new photo is opened (decoded, faces found) once; every control change then edits -----
+        private = dict(api_visibility="private", **MODEL_WORK)
+        edit_io = dict(fn=partial(handlers.edit_event, pipeline), inputs=[photo, whole, session, picker],
+                       outputs=[session, slider, download, crops, verdict, info], inputs_kwargs=controls,
+                       preprocess=False)  # the raw upload goes to faces.load_image, not to Gradio's decoder
+        cycle = partial(handlers.cycle_event, pipeline)
+        cycle_io = [x_real, x_fake, x_rec, rec_error]
+        opened = gr.on([photo.change, whole.input], partial(handlers.open_event, pipeline), [photo, whole],
+                       [session, picker], preprocess=False, **private)
+        edited = gr.on([picker.input, *(c.input for c in controls.values() if isinstance(c, gr.Radio)),
+                        *(c.release for c in controls.values() if isinstance(c, gr.Slider))],
+                       api_name="edit", trigger_mode="always_last", **edit_io, **MODEL_WORK)
+        for done in (opened.success(**edit_io, **private), edited):  # the classroom follows edits while open
+            done.success(cycle, [session, classroom_open], cycle_io, **private)
+        classroom.expand(lambda: True, None, classroom_open, queue=False, api_visibility="private").then(
+            cycle, [session], cycle_io, **private)
+        classroom.collapse(lambda: False, None, classroom_open, queue=False, api_visibility="private")
+        grid_button.click(partial(handlers.all_domains, pipeline), [session], grid, **private)
+    return demo.queue(max_size=64)
