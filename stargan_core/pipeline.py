@@ -25,7 +25,7 @@ from .config import ModelConfig
 from .domains import DomainSchema
 from .faces import Face, FaceDetector, ImageError, align, load_image, paste_back, restore_mode
 from .model import Discriminator, Generator
-from .precision import autocast, best_dtype, generate
+from .precision import autocast, best_dtype, classify, generate
 
 Choices = Mapping[str, object]  # group name -> "keep" | an option | a bool (binary groups)
 
@@ -88,9 +88,9 @@ class StarGANPipeline:
         rgb, faces, index = self._faces(image, faces, select, whole_image)
         x_real = align(rgb, faces, self.config.image_size)  # (N, 3, S, S) in [-1, 1]
         c_org = self.estimate(x_real, current)  # (N, cls_dim)
-        c_trg = self.schema.target(c_org, choices, strength)
-        x_fake, x_ref = self._translate(x_real, c_org, c_trg, self.schema.changed_datasets(choices), detail)
-        out = paste_back(rgb, faces, x_fake, x_ref, detail=detail) if x_fake is not x_real else rgb
+        c_trg, datasets = self.schema.target(c_org, choices, strength), self.schema.changed_datasets(choices)
+        x_fake, x_ref = self._translate(x_real, c_org, c_trg, datasets, detail)
+        out = paste_back(rgb, faces, x_fake, x_ref, detail=detail) if datasets else rgb  # nothing asked: the photo
         x_after = (x_real + x_fake - x_ref).clamp(-1, 1) if detail else x_fake
         crops = zip(index, faces, _to_pil(x_real), _to_pil(x_after), c_org, c_trg, strict=True)
         edits = [FaceEdit(i, f, b, a, dict(zip(self.schema.labels, co.tolist(), strict=True)), co, ct)
@@ -104,8 +104,7 @@ class StarGANPipeline:
             if g.kind != "binary":
                 c_org[:, self.schema.group_slice(g.name)] = 1 / len(g.labels)
         if self.D is not None:
-            with torch.inference_mode():
-                logits = self.D(x_real.to(next(self.D.parameters()).device))[1].float().cpu()  # out_cls
+            logits = classify(self.D, x_real).float().cpu()  # out_cls (N, cls_dim)
             c_org = torch.sigmoid(logits)
             for g in (g for g in self.schema.groups if g.kind == "categorical"):
                 c_org[:, self.schema.group_slice(g.name)] = logits[:, self.schema.group_slice(g.name)].softmax(1)

@@ -1,4 +1,4 @@
-"""The number format the generator runs in at inference: bf16 autocast where the hardware has it, fp32 elsewhere.
+"""Running the networks fast at inference: the generator in bf16 where the hardware has it, D's classifier as matmuls.
 
 Measured on 2 cores of an AVX512-BF16 CPU (``python -m stargan_core.bench infer``): bf16 autocast halves the
 128 px generator's time per face against fp32 eager, for a mean pixel error well under 1/255 (tanh output, uint8
@@ -6,12 +6,17 @@ photo). channels_last made it slower there, and ``torch.compile`` gained under 1
 start-up, so neither is used. On a CPU without native bf16 (no AVX512-BF16 or AMX), bf16 is emulated and slower
 than fp32, so fp32 is kept. Under autocast the whole generator (convolutions, InstanceNorm, tanh) runs in bf16;
 the output is returned in fp32.
+
+The discriminator is the opposite case: few FLOPs but large weights (the last 4x4 conv alone is 2048x1024x4x4)
+applied to maps of 2x2 to 8x8 pixels, where oneDNN re-lays the weights out on every call. ``classify`` computes
+those convolutions as ``unfold`` + one matrix product instead (the same sums, in fp32): about 6x faster per face.
 """
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -40,3 +45,25 @@ def generate(G: nn.Module, x: torch.Tensor, c: torch.Tensor, dtype: torch.dtype)
     device = next(G.parameters()).device
     with autocast(device, dtype):
         return G(x.to(device), c.to(device)).float()
+
+
+def _conv(conv: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
+    """``conv(h)``; on small outputs (<= 8x8) as unfold + matmul, which skips oneDNN's per-call weight re-layout."""
+    n, _, H, W = h.shape
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    oh, ow = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    if oh * ow > 64 or conv.groups != 1 or conv.dilation != (1, 1):
+        return conv(h)
+    cols = F.unfold(h, conv.kernel_size, padding=conv.padding, stride=conv.stride)  # (N, Cin*kh*kw, oh*ow)
+    out = conv.weight.flatten(1) @ cols  # (N, Cout, oh*ow)
+    out = out if conv.bias is None else out + conv.bias[:, None]
+    return out.view(n, -1, oh, ow)
+
+
+@torch.inference_mode()
+def classify(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """D's out_cls logits (N, cls_dim) for x (N, 3, H, W), equal to ``D(x)[1]`` (out_src is not computed)."""
+    h = x.to(D.conv2.weight.device)
+    for layer in D.main:  # stride-2 4x4 convs and LeakyReLUs
+        h = _conv(layer, h) if isinstance(layer, nn.Conv2d) else layer(h)
+    return _conv(D.conv2, h).flatten(1)

@@ -19,7 +19,7 @@ from stargan_core.domains import JOINT
 from stargan_core.faces import FaceDetector, ImageError
 from stargan_core.model import build_discriminator, build_generator
 from stargan_core.pipeline import NO_FACE, NoFaceError, StarGANPipeline
-from stargan_core.precision import cpu_has_native_bf16, generate
+from stargan_core.precision import classify, cpu_has_native_bf16, generate
 
 TINY = ModelConfig(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
 TINY_JOINT = ModelConfig(schema=JOINT, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
@@ -240,3 +240,16 @@ def test_translate_cli_refuses_an_unknown_control_once(tmp_path):
     save_release(build_generator(TINY), TINY, tmp_path / "model")
     with pytest.raises(SystemExit, match="this model has no 'expression' control; it has: hair, gender, age"):
         main(["translate", str(tmp_path), "--model", str(tmp_path / "model"), "--expression", "happy"])
+
+
+@pytest.mark.parametrize("cfg", [TINY, ModelConfig()], ids=["tiny", "official 128 px"])
+def test_classify_equals_the_discriminators_out_cls(cfg):
+    torch.manual_seed(0)
+    D = build_discriminator(cfg)
+    for m in D.modules():  # weights large enough that the logits are far from 0
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.normal_(m.weight, std=(2 / m.weight[0].numel()) ** 0.5)
+    x = torch.rand(3, 3, cfg.image_size, cfg.image_size) * 2 - 1
+    with torch.no_grad():
+        want = D(x)[1]
+    assert want.abs().max() > 0.1 and torch.allclose(classify(D, x), want, rtol=1e-4, atol=1e-5)
