@@ -1,0 +1,313 @@
+"""The Gradio app, driven as a program would drive it: launched on a free local port, called with gradio_client.
+
+The model is a tiny random-weight release written to a temporary folder (G and D with 8 channels): its edits are
+noise, but they go through the real path (upload -> faces.load_image -> detection -> pipeline -> paste-back ->
+PNG), which is what these tests check. Photos from ../shared/data are used where the test needs real faces.
+"""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gradio as gr
+import httpx
+import numpy as np
+import pytest
+import torch
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image, ImageOps
+
+from demo import handlers
+from demo.ui import MAX_UPLOAD, build_demo
+from stargan_core.checkpoint import save_release
+from stargan_core.config import ModelConfig
+from stargan_core.domains import CELEBA5, JOINT, RAFD_EXPRESSIONS
+from stargan_core.hub import load_model
+from stargan_core.model import build_discriminator, build_generator
+from stargan_core.pipeline import StarGANPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+ASTRONAUT = ROOT / "demo" / "examples" / "astronaut.jpg"  # public domain, shipped with the demo
+CAT = ROOT / "demo" / "examples" / "chelsea.jpg"  # CC0, no human face
+
+
+# ----- helpers shared with test_browser.py --------------------------------------------------------------------
+def write_tiny_release(folder: Path, schema=CELEBA5, with_d: bool = True) -> Path:
+    """A random-weight release (32 px, 8 channels, G and D) that load_model reads like any other."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(schema=schema, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=2)
+    return save_release(build_generator(cfg), cfg, folder, D=build_discriminator(cfg) if with_d else None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalApp:
+    """build_demo(pipeline) served on a free local port in this process, as app.py serves it."""
+
+    def __init__(self, release: Path):
+        model = load_model(release)
+        self.pipeline = StarGANPipeline(model.G, model.config, D=model.D)
+        self.demo = build_demo(self.pipeline, model.status)
+        self.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                         max_file_size=MAX_UPLOAD)
+        self.url = self.demo.local_url
+
+    def client(self, download_dir: Path) -> Client:
+        return Client(self.url, verbose=False, download_files=str(download_dir))
+
+    def config(self) -> dict:
+        return httpx.get(self.url + "config", timeout=30).json()
+
+    def close(self) -> None:
+        self.demo.close()
+
+
+def component_text(config: dict, elem_id: str) -> str | None:
+    """The value of the component with ``elem_id`` in the page's config (None when there is none)."""
+    for c in config["components"]:
+        if c.get("props", {}).get("elem_id") == elem_id:
+            return str(c["props"].get("value"))
+    return None
+
+
+def edit(client: Client, photo: Path, **choices):
+    """One call of the named endpoint; returns (before path, after path, download path, crops, label, info)."""
+    (before, after), download, crops, label, info = client.predict(photo=handle_file(str(photo)), api_name="/edit",
+                                                                   **choices)
+    return before, after, download, crops, label, info
+
+
+# ----- fixtures -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def celeba_app(tmp_path_factory):
+    app = LocalApp(write_tiny_release(tmp_path_factory.mktemp("celeba5")))
+    yield app
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def joint_app(tmp_path_factory):
+    app = LocalApp(write_tiny_release(tmp_path_factory.mktemp("joint"), JOINT))
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def client(celeba_app, tmp_path):
+    return celeba_app.client(tmp_path)
+
+
+def upright(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im))
+
+
+def crop_footprint(face, size: tuple[int, int], margin: int = 2) -> tuple[slice, slice]:
+    """Photo rows/cols the aligned crop of ``face`` covers: its corners mapped back through the inverse of
+    ``face.matrix`` (photo px -> crop px), computed here independently of faces.py's paste-back."""
+    a, b = face.matrix[:, :2], face.matrix[:, 2]
+    s = face.crop_size
+    corners = (np.array([[0, 0], [s, 0], [0, s], [s, s]]) - b) @ np.linalg.inv(a).T  # (4, 2) photo px
+    (x0, y0), (x1, y1) = np.floor(corners.min(0)) - margin, np.ceil(corners.max(0)) + margin
+    return slice(max(int(y0), 0), min(int(y1), size[1])), slice(max(int(x0), 0), min(int(x1), size[0]))
+
+
+# ----- tests --------------------------------------------------------------------------------------------------
+def test_edit_endpoint_returns_the_edited_photo_and_everything_the_page_shows(client):
+    before, after, download, crops, label, info = edit(client, ASTRONAUT, hair="Blond", age="Old")
+    original, edited = upright(ASTRONAUT), np.asarray(Image.open(after))
+    assert edited.shape == original.shape  # same size and mode
+    assert Path(download).read_bytes() == Path(after).read_bytes()  # the download is the shown result
+    assert np.asarray(Image.open(before)).shape == original.shape
+    assert not np.array_equal(edited, original)  # random weights: the face visibly changed
+    assert [c["caption"] for c in crops] == ["Face 1 before", "Face 1 after"]
+    assert {c["label"] for c in label["confidences"]} == {"Black hair", "Blond hair", "Brown hair", "Male", "Young"}
+    assert all(0 <= c["confidence"] <= 1 for c in label["confidences"])
+    assert info.startswith("Edited 1 face in")
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_every_shared_photo_keeps_its_size_and_changes_only_around_faces(celeba_app, photos_dir, tmp_path):
+    client = celeba_app.client(tmp_path)
+    photos = sorted(p for p in photos_dir.iterdir() if p.suffix in (".jpg", ".png") and "no-faces" not in p.name)
+    assert len(photos) >= 9
+    for photo in photos:
+        _, after, *_ = edit(client, photo, hair="Blond", gender="Female")
+        original, edited = upright(photo), np.asarray(Image.open(after))
+        assert edited.shape == original.shape, photo.name
+        faces = celeba_app.pipeline.detect(Image.fromarray(original).convert("RGB"))
+        assert faces, photo.name
+        outside = np.ones(original.shape[:2], bool)
+        for face in faces:
+            outside[crop_footprint(face, (original.shape[1], original.shape[0]))] = False
+        assert np.array_equal(edited[outside], original[outside]), f"{photo.name}: pixels away from faces changed"
+        assert not np.array_equal(edited, original), f"{photo.name}: nothing was edited"
+
+
+@pytest.mark.data
+def test_a_photo_without_faces_gets_one_clear_sentence(client, photos_dir):
+    for photo in (photos_dir / "mtcnn_no-faces.jpg", CAT):
+        with pytest.raises(AppError, match="No face was found") as err:
+            edit(client, photo, hair="Black")
+        assert str(err.value).count(".") == 1, err.value  # one sentence
+    _, after, *_ = edit(client, CAT, hair="Black", whole_image=True)  # what the sentence suggests works
+    assert Image.open(after).size == Image.open(CAT).size
+
+
+@pytest.mark.data
+def test_the_face_picker_edits_only_the_ticked_faces(celeba_app, photos_dir, tmp_path):
+    photo = photos_dir / "fr_two_people.jpg"
+    faces = celeba_app.pipeline.detect(Image.open(photo))
+    assert len(faces) == 2
+    original = upright(photo)
+    _, after, _, crops, *_ = edit(celeba_app.client(tmp_path), photo, faces=["Face 2"], hair="Blond")
+    edited = np.asarray(Image.open(after))
+    assert [c["caption"] for c in crops] == ["Face 2 before", "Face 2 after"]
+    first, second = (crop_footprint(f, (original.shape[1], original.shape[0]), margin=0) for f in faces)
+    outside = np.ones(original.shape[:2], bool)
+    outside[second] = False
+    assert np.array_equal(edited[outside], original[outside])  # face 1 (and everything else) untouched
+    assert not np.array_equal(edited[second], original[second])
+
+
+def test_eight_concurrent_requests_all_succeed(celeba_app, tmp_path):
+    client = celeba_app.client(tmp_path)
+    settings = [dict(hair=h, age=a) for h in ("Black", "Blond", "Brown", "Keep") for a in ("Young", "Old")]
+    start = time.perf_counter()
+    jobs = [client.submit(photo=handle_file(str(ASTRONAUT)), api_name="/edit", **s) for s in settings]
+    results = [job.result(timeout=120) for job in jobs]  # raises if any of them failed
+    elapsed = time.perf_counter() - start
+    assert all(Image.open(r[0][1]).size == (512, 512) for r in results)
+    print(f"\n8 concurrent edits of a 512x512 photo: {elapsed:.2f} s in all")
+
+
+def test_bad_uploads_get_a_sentence_and_the_server_keeps_serving(client, tmp_path):
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is not a picture")
+    with pytest.raises(AppError, match="not an image"):
+        edit(client, not_image)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (8000, 6000)).save(huge)  # 48 megapixels in a 6 kB file: over the 36 MP limit
+    with pytest.raises(AppError, match="too large"):
+        edit(client, huge)
+    _, after, *_ = edit(client, ASTRONAUT, hair="Brown")
+    assert Image.open(after).size == (512, 512)
+
+
+def test_joint_model_shows_expressions_and_they_reach_the_generator(joint_app, tmp_path):
+    params = {p["parameter_name"]: p for p in joint_app.client(tmp_path).view_api(print_info=False,
+                                                                                 return_format="dict")
+              ["named_endpoints"]["/edit"]["parameters"]}
+    assert {"expression", "expression_strength"} <= set(params)
+    assert component_text(joint_app.config(), "no-expressions") is None
+    seen = []
+    hook = joint_app.pipeline.G.register_forward_hook(lambda m, args, out: seen.append(args[1].detach().clone()))
+    try:
+        client = joint_app.client(tmp_path)
+        for expression in ("Happy", "Sad"):
+            seen.clear()
+            edit(client, ASTRONAUT, expression=expression, expression_strength=1.0)
+            c = seen[-1][0]  # (c_dim,) = [celeba 5 | rafd 8 | mask 2]
+            want = torch.zeros(8)
+            want[RAFD_EXPRESSIONS.index(expression.lower())] = 1
+            assert torch.allclose(c[5:13].float(), want), f"{expression}: the generator got {c.tolist()}"
+            assert c[13:].tolist() == [0, 1]  # the mask says: RaFD labels
+    finally:
+        hook.remove()
+
+
+def test_celeba_model_says_in_one_sentence_why_there_are_no_expressions(celeba_app, tmp_path):
+    text = component_text(celeba_app.config(), "no-expressions")
+    assert text and "not trained with facial expressions" in text and "README" in text
+    params = celeba_app.client(tmp_path).view_api(print_info=False, return_format="dict")["named_endpoints"]["/edit"]
+    assert "expression" not in {p["parameter_name"] for p in params["parameters"]}
+
+
+def test_a_model_without_discriminator_asks_what_each_face_is_now(tmp_path):
+    app = LocalApp(write_tiny_release(tmp_path / "no-d", with_d=False))
+    try:
+        params = app.client(tmp_path).view_api(print_info=False, return_format="dict")["named_endpoints"]["/edit"]
+        names = {p["parameter_name"] for p in params["parameters"]}
+        assert {"now_hair", "now_gender", "now_age"} <= names
+        seen = []
+        hook = app.pipeline.G.register_forward_hook(lambda m, args, out: seen.append(args[1].detach().clone()))
+        try:
+            edit(app.client(tmp_path), ASTRONAUT, hair="Blond", now_hair="Black", now_gender="Male")
+        finally:
+            hook.remove()
+        c_trg, c_org = seen[-1]  # detail mode: one batch of [c_trg; c_org] (hair 3 | Male | Young)
+        assert c_org[:4].tolist() == [1, 0, 0, 1] and c_trg[:4].tolist() == [0, 1, 0, 1]
+        assert c_org[4] == c_trg[4] == 0.5  # age: nobody said, so neither young nor old
+    finally:
+        app.close()
+
+
+def test_classroom_cycle_and_all_domains_figure(celeba_app):
+    pipeline = celeba_app.pipeline
+    session = handlers.open_photo(pipeline, str(ASTRONAUT))
+    handlers.edit(pipeline, session, None, {"hair": "Blond"})
+    x_real, x_fake, x_rec, text = handlers.cycle(pipeline, session)
+    size = pipeline.config.image_size
+    assert x_real.size == x_fake.size == x_rec.size == (size, size)
+    err = np.abs(np.asarray(x_real, float) - np.asarray(x_rec, float)).mean()
+    shown = float(re.search(r"\*\*([\d.]+) / 255\*\*", text).group(1))
+    assert shown == pytest.approx(err, abs=0.5)  # the images' mean absolute difference (up to uint8 rounding)
+    grid = Image.open(handlers.all_domains(pipeline, session))
+    assert grid.width == size * (1 + 3 + 2)  # input + Black/Blond/Brown + gender + age columns
+    with pytest.raises(gr.Error, match="Upload a photo"):
+        handlers.all_domains(pipeline, None)
+
+
+@pytest.mark.slow
+def test_app_py_starts_with_the_model_in_stargan_model_and_serves_edits(tmp_path):
+    release = write_tiny_release(tmp_path / "release")
+    port = free_port()
+    env = {**os.environ, "STARGAN_MODEL": str(release), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        for _ in range(240):  # importing torch and gradio on 2 busy cores can take a while
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.5)
+        status = component_text(httpx.get(url + "config", timeout=30).json(), "status")
+        assert status and str(release) in status
+        _, after, *_ = edit(Client(url, verbose=False, download_files=str(tmp_path)), ASTRONAUT, gender="Male")
+        assert Image.open(after).size == (512, 512)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_without_any_model_the_page_opens_and_says_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("STARGAN_MODEL", str(tmp_path / "no-such-model"))  # not a file, not a folder, not a repo id
+    sys.path.insert(0, str(ROOT))
+    try:
+        import app
+    finally:
+        sys.path.remove(str(ROOT))
+    pipeline, status = app.load_pipeline()
+    assert pipeline is None and status
+    demo = build_demo(None, status)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        assert component_text(httpx.get(demo.local_url + "config", timeout=30).json(), "status").endswith(status)
+        with pytest.raises(AppError, match="No model is loaded"):
+            edit(Client(demo.local_url, verbose=False, download_files=str(tmp_path)), ASTRONAUT)
+    finally:
+        demo.close()
