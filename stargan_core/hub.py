@@ -179,9 +179,10 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, optional: bool 
     try:  # 4. a Hub download (HF_TOKEN is read by huggingface_hub itself)
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=_cache_dir()))
     except Exception as e:  # every Hub failure is translated by _hub_error; unknown ones are re-raised as is
-        if optional and isinstance(e, errors.RemoteEntryNotFoundError):
-            return None
-        raise _hub_error(e, repo_id, filename, revision) from None
+        err = _hub_error(e, repo_id, filename, revision)
+        if optional and (isinstance(e, errors.RemoteEntryNotFoundError) or isinstance(err, _Unreachable)):
+            return None  # no discriminator beside this generator, or the connection dropped after G came
+        raise err from None
 
 
 def _hub_error(e: Exception, repo_id: str, filename: str, revision: str | None) -> Exception:

@@ -234,17 +234,31 @@ def test_nothing_available_says_what_to_do():
 
 # ----- a Hub that answers (a local server with the Hub's error headers) ------------------------------------
 class _FakeHub(http.server.BaseHTTPRequestHandler):
-    reply: tuple[int, dict] = (200, {})
+    """Serves ``files`` (URL path -> bytes) as the Hub's resolve endpoint does; anything else gets ``reply``."""
+
+    files: dict = {}
+    reply: tuple[int, dict] = (404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT_A})
+    auth: list = []  # the Authorization header of every request
+
+    def _answer(self, body: bool) -> None:
+        self.auth.append(self.headers.get("Authorization"))
+        data = self.files.get(self.path)
+        if data is None:
+            (status, headers), data = self.reply, b""
+        else:
+            status, headers = 200, {"X-Repo-Commit": COMMIT_A, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
+        self.send_response(status)
+        for k, v in {**headers, "Content-Length": str(len(data))}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
 
     def do_HEAD(self):  # noqa: N802 - http.server's naming
-        status, headers = self.reply
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
+        self._answer(body=False)
 
-    do_GET = do_HEAD  # noqa: N815
+    def do_GET(self):  # noqa: N802
+        self._answer(body=True)
 
     def log_message(self, *args):
         pass
@@ -260,6 +274,9 @@ def fake_hub(monkeypatch):
     monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "2")
+    monkeypatch.setattr(_FakeHub, "auth", [])
+    monkeypatch.setattr(_FakeHub, "files", {})
+    monkeypatch.setattr(_FakeHub, "reply", _FakeHub.reply)  # tests change it; each starts from the default
     yield _FakeHub
     server.shutdown()
 
@@ -275,6 +292,34 @@ def test_hub_errors_become_messages_a_person_can_act_on(fake_hub, tmp_path, stat
     fake_hub.reply = (status, {"X-Error-Code": code, "X-Error-Message": code})
     with pytest.raises(hub.HubError, match=message.replace("(", r"\(").replace("?", r"\?")):
         hub.load_model(f"{REPO}:g.pth", revision="v9")
+
+
+@pytest.mark.parametrize("fmt", ["official", "release without D"])
+def test_a_download_fills_the_cache_and_the_next_load_makes_no_request(fake_hub, tmp_path, fmt):
+    if fmt == "official":
+        g, d, sd = official_files(tmp_path / "w")
+        files, source = [g, d], f"{REPO}:{g.name}"
+    else:
+        rel, sd = release(tmp_path / "rel", with_d=False), None
+        files, source = [rel / "config.json", rel / "model.safetensors"], REPO
+    fake_hub.files = {f"/{REPO}/resolve/main/{p.name}": p.read_bytes() for p in files}
+    loaded = hub.load_model(source)
+    assert loaded.status.startswith(f"Loaded {REPO}:") and "@ aaaaaaa from the Hugging Face Hub, with" in loaded.status
+    assert (loaded.D is not None) == (fmt == "official")  # the release has no discriminator.safetensors: fine
+    if sd is not None:
+        assert torch.allclose(g_output(loaded), reference_generator(sd, X, C, 1), atol=1e-5)
+    asked = len(fake_hub.auth)
+    again = hub.load_model(source)
+    assert "from the Hub cache" in again.status and len(fake_hub.auth) == asked  # no request the second time
+    assert torch.equal(g_output(again), g_output(loaded))
+
+
+def test_hf_token_is_sent_to_the_hub(fake_hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    fake_hub.reply = (404, {"X-Error-Code": "RepoNotFound"})
+    with pytest.raises(hub.HubError):
+        hub.load_model(f"{REPO}:g.pth")
+    assert fake_hub.auth == ["Bearer hf_test_token"]
 
 
 def test_no_connection_falls_back_to_the_shipped_release(fake_hub, tmp_path, monkeypatch):
