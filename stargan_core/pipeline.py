@@ -25,7 +25,7 @@ from .config import ModelConfig
 from .domains import DomainSchema
 from .faces import Face, FaceDetector, ImageError, align, load_image, paste_back, restore_mode
 from .model import Discriminator, Generator
-from .precision import autocast, best_dtype, classify, generate
+from .precision import autocast, best_dtype, classify, fit_threads, generate
 
 Choices = Mapping[str, object]  # group name -> "keep" | an option | a bool (binary groups)
 
@@ -64,6 +64,7 @@ class StarGANPipeline:
         self.G, self.D, self.config, self.schema = G.eval(), D.eval() if D else None, config, config.schema
         self.detector, self.status = detector, ""
         self.dtype = dtype or best_dtype(next(G.parameters()).device)  # bf16 where the hardware has it
+        fit_threads()  # no more threads than the container's CPU quota
 
     @classmethod
     def from_pretrained(cls, source: str | None = None, revision: str | None = None, **kwargs) -> StarGANPipeline:
@@ -171,11 +172,12 @@ def _to_pil(x: torch.Tensor) -> list[Image.Image]:
 
 def _restore(rgb: Image.Image, image: object) -> Image.Image:
     """The result in the upload's mode (L stays L, alpha comes back) when the upload's mode is known."""
-    if isinstance(image, bytes | bytearray):
-        image = Image.open(io.BytesIO(image))
-    elif isinstance(image, str | Path):
-        image = Image.open(image)
-    return restore_mode(rgb, image) if isinstance(image, Image.Image) else rgb
+    if isinstance(image, str | Path | bytes | bytearray):  # reads the header only, unless the mode is not RGB
+        with Image.open(io.BytesIO(image) if isinstance(image, bytes | bytearray) else image) as like:
+            return _restore(rgb, like)
+    if not isinstance(image, Image.Image) or (image.mode == "RGB" and "transparency" not in image.info):
+        return rgb
+    return restore_mode(rgb, image)
 
 
 def _grid(names: list[str], columns: list[torch.Tensor], label_h: int = 14) -> Image.Image:

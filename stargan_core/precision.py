@@ -7,13 +7,19 @@ start-up, so neither is used. On a CPU without native bf16 (no AVX512-BF16 or AM
 than fp32, so fp32 is kept. Under autocast the whole generator (convolutions, InstanceNorm, tanh) runs in bf16;
 the output is returned in fp32.
 
+Threads: torch starts one per visible core, but a container (a 2-vCPU Space on a big host) may see every core of
+the host while its cgroup quota allows two; ``fit_threads`` lowers torch's count to the quota, never raises it.
+
 The discriminator is the opposite case: few FLOPs but large weights (the last 4x4 conv alone is 2048x1024x4x4)
 applied to maps of 2x2 to 8x8 pixels, where oneDNN re-lays the weights out on every call. ``classify`` computes
 those convolutions as ``unfold`` + one matrix product instead (the same sums, in fp32): about 6x faster per face.
 """
 from __future__ import annotations
 
+import math
+import os
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +31,27 @@ def cpu_has_native_bf16() -> bool:
     cpu = torch.cpu
     checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
     return torch.backends.mkldnn.is_available() and any(f is not None and f() for f in checks)
+
+
+def cpu_budget(cgroup: str | Path = "/sys/fs/cgroup") -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 (cpu.max) or v1 (cfs quota) limit."""
+    cgroup, n = Path(cgroup), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            fields = (cgroup / quota_file).read_text().split()
+            quota, period = fields[0], fields[1] if period_file is None else (cgroup / period_file).read_text()
+        except (OSError, IndexError):
+            continue
+        if quota not in ("max", "-1"):
+            return max(1, min(n or 1, math.ceil(int(quota) / int(period))))
+    return max(1, n or 1)
+
+
+def fit_threads() -> int:
+    """Lower torch's intra-op threads to ``cpu_budget()`` when it is above it (oversubscription); returns the count."""
+    if torch.get_num_threads() > cpu_budget():
+        torch.set_num_threads(cpu_budget())
+    return torch.get_num_threads()
 
 
 def best_dtype(device: torch.device) -> torch.dtype:

@@ -19,7 +19,7 @@ from stargan_core.domains import JOINT
 from stargan_core.faces import FaceDetector, ImageError
 from stargan_core.model import build_discriminator, build_generator
 from stargan_core.pipeline import NO_FACE, NoFaceError, StarGANPipeline
-from stargan_core.precision import classify, cpu_has_native_bf16, generate
+from stargan_core.precision import classify, cpu_budget, cpu_has_native_bf16, generate
 
 TINY = ModelConfig(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
 TINY_JOINT = ModelConfig(schema=JOINT, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
@@ -253,3 +253,11 @@ def test_classify_equals_the_discriminators_out_cls(cfg):
     with torch.no_grad():
         want = D(x)[1]
     assert want.abs().max() > 0.1 and torch.allclose(classify(D, x), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cpu_max, want", [("max 100000", 2), ("150000 100000", 2), ("100000 100000", 1)])
+def test_cpu_budget_reads_the_cgroup_quota(tmp_path, monkeypatch, cpu_max, want):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(2)))  # 2 visible cores
+    (tmp_path / "cpu.max").write_text(cpu_max + "\n")
+    assert cpu_budget(tmp_path) == want
+    assert cpu_budget(tmp_path / "nowhere") == 2
