@@ -5,6 +5,10 @@
 path (``precision.generate``: bf16 autocast where native, faces batched), measures the pixel error of that path
 against fp32 on real aligned faces, times whole edits of photos from ``../shared/data/photos``, and reports the
 process's peak memory. Timings are medians over interleaved repeats, so a busy machine slows both sides alike.
+
+``train`` times the training loop's own update (``train.update``: a D step, and a G step every ``n_critic``)
+on random CelebA-shaped batches, for the paper's 128 px config and a tiny one, on the current device; an
+iteration is averaged over whole ``n_critic`` periods, so it matches what the progress bar shows.
 """
 from __future__ import annotations
 
@@ -93,6 +97,62 @@ def _end_to_end(pipe, repeats: int) -> None:
         print(f"  {name:<24} {len(faces):5d}   {t['detect']:6.3f} s   {t['full']:8.3f} s   {t['again']:8.3f} s")
 
 
+TRAIN_CONFIGS = {  # name -> TrainConfig overrides
+    "paper-128px": {},
+    "tiny-32px": dict(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3, batch_size=8),
+}
+
+
+def time_train(cfg, device: torch.device, periods: int = 1) -> float:
+    """Seconds per iteration of ``train.update`` for a ``TrainConfig`` on ``device`` (after a warm-up period)."""
+    import contextlib
+
+    from .config import ModelConfig
+    from .domains import CELEBA5
+    from .losses import Nets
+    from .model import build_discriminator, build_generator
+    from .train import make_batch, update
+
+    torch.manual_seed(cfg.seed)
+    mcfg = ModelConfig(CELEBA5, cfg.image_size, cfg.g_conv_dim, cfg.d_conv_dim, cfg.g_repeat_num, cfg.d_repeat_num)
+    G, D = build_generator(mcfg).to(device), build_discriminator(mcfg).to(device)
+    g_opt = torch.optim.Adam(G.parameters(), cfg.g_lr, (cfg.beta1, cfg.beta2))
+    d_opt = torch.optim.Adam(D.parameters(), cfg.d_lr, (cfg.beta1, cfg.beta2))
+    nets = Nets(torch.compile(G) if cfg.compile and device.type == "cuda" else G, D)
+    amp = (lambda: torch.autocast(device.type, torch.bfloat16)) if cfg.bf16 and device.type == "cuda" \
+        else contextlib.nullcontext
+    x = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size) * 2 - 1  # (N, 3, S, S) like real data
+    labels = (torch.rand(cfg.batch_size, CELEBA5.cls_dim) > 0.5).float()
+    batch = make_batch(x, labels, CELEBA5, "celeba", torch.Generator().manual_seed(0), device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for period in range(1 + periods):
+        if period == 1:  # the first period warms up (allocations, cudnn autotune, compilation)
+            sync()
+            t0 = time.perf_counter()
+        for i in range(cfg.n_critic):
+            update(nets, d_opt, g_opt, batch, cfg, i == cfg.n_critic - 1, amp)
+    sync()
+    return (time.perf_counter() - t0) / (periods * cfg.n_critic)
+
+
+def train(args: argparse.Namespace) -> None:
+    """Seconds per training iteration for each config in ``TRAIN_CONFIGS``."""
+    from .config import TrainConfig
+    from .train import pick_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, device {device} ({where}), bf16={args.bf16}, compile={args.compile}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    for name, overrides in TRAIN_CONFIGS.items():
+        cfg = TrainConfig(**{**overrides, "bf16": args.bf16, "compile": args.compile})
+        s = time_train(cfg, device, args.periods)
+        print(f"  {name:<12} batch {cfg.batch_size:3d}: {s:8.4f} s/iter ({cfg.batch_size / s:7.1f} images/s, "
+              f"{s * cfg.num_iters / 3600:7.1f} h for {cfg.num_iters} iterations)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stargan_core.bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-d", action="store_true", help="without a discriminator (attributes from choices)")
     p.add_argument("--repeats", type=int, default=5)
     p.set_defaults(func=infer)
+    p = sub.add_parser("train", help="seconds per training iteration, paper 128 px and tiny configs")
+    p.add_argument("--device", default="auto", help="auto = cuda > mps > cpu")
+    p.add_argument("--periods", type=int, default=1, help="timed n_critic periods (5 iterations each)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
+    p.set_defaults(func=train)
     args = parser.parse_args(argv)
     args.func(args)
     return 0

@@ -75,6 +75,24 @@ def make_batch(x: torch.Tensor, labels: torch.Tensor, schema: DomainSchema, data
                  schema.condition(label_trg, dataset).to(**to), groups, alpha.to(**to))
 
 
+def update(nets: Nets, d_opt: torch.optim.Optimizer, g_opt: torch.optim.Optimizer, batch: Batch,
+           cfg: TrainConfig, g_step: bool, amp=contextlib.nullcontext) -> dict[str, torch.Tensor]:
+    """The paper's inner loop on one batch: a D step and, if ``g_step``, a G step. Returns detached losses."""
+    with amp():  # D: real -> high score and right labels, fake -> low score, gradient penalty
+        loss, logs = d_loss(nets, batch, cfg)
+    d_opt.zero_grad(set_to_none=True)
+    loss.backward()
+    d_opt.step()
+    if g_step:
+        with amp():  # G: fool D into "real, target labels" and reconstruct x_real from x_fake
+            loss, g_logs = g_loss(nets, batch, cfg)
+        g_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        g_opt.step()
+        logs.update(g_logs)
+    return logs
+
+
 def _step_generator(seed: int, step: int, rank: int, j: int) -> torch.Generator:
     """The RNG of dataset ``j`` at ``step`` on ``rank``: a pure function of them, nothing to save or restore."""
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1024 + rank) * 16 + j)
@@ -121,6 +139,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(cfg.device, local_rank)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     own_group = world > 1 and not dist.is_initialized()
     if own_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -166,7 +186,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                for name, train_set, _ in datasets]
     fixed = []  # held-out images for the sample grids: (dataset, x (n, 3, H, W), c_org (n, cls_dim))
     for name, _, test_set in datasets:
-        x, labels = map(torch.stack, zip(*(test_set[i] for i in range(min(cfg.n_samples, len(test_set))))))
+        x, labels = map(torch.stack, zip(*(test_set[i] for i in range(min(cfg.n_samples, len(test_set)))), strict=True))
         c_org = torch.zeros(len(x), schema.cls_dim)
         c_org[:, schema.dataset_slice(name)] = labels
         fixed.append((name, x.to(device), c_org.to(device)))
@@ -192,22 +212,9 @@ def train(cfg: TrainConfig) -> TrainResult:
             for j, (name, stream) in enumerate(streams):
                 x, labels = next(stream)
                 batch = make_batch(x, labels, schema, name, _step_generator(cfg.seed, step, rank, j), device, cfg.flip)
-                tag = f"/{name}" if len(streams) > 1 else ""
-                with amp():  # D: real -> 1 and right labels, fake -> 0, gradient penalty
-                    loss, d_logs = d_loss(nets, batch, cfg)
-                d_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                d_opt.step()
-                bad |= ~loss.detach().isfinite()
-                logs.update({k + tag: v for k, v in d_logs.items()})
-                if (step + 1) % cfg.n_critic == 0:
-                    with amp():  # G: fool D into "real, target labels" and reconstruct x_real from x_fake
-                        loss, g_logs = g_loss(nets, batch, cfg)
-                    g_opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    g_opt.step()
-                    bad |= ~loss.detach().isfinite()
-                    logs.update({k + tag: v for k, v in g_logs.items()})
+                step_logs = update(nets, d_opt, g_opt, batch, cfg, (step + 1) % cfg.n_critic == 0, amp)
+                bad |= ~torch.stack([v for k, v in step_logs.items() if k in ("D/loss", "G/loss")]).isfinite().all()
+                logs.update({k + (f"/{name}" if len(streams) > 1 else ""): v for k, v in step_logs.items()})
 
             # ----- NaN/inf guard, log, sample, checkpoint ------------------------------------------------------------
             done, stopping = step + 1, _any_rank(stop.is_set(), world, device)
