@@ -201,7 +201,9 @@ def cycle_event(pipeline, session: Session | None, is_open: bool = True) -> list
     """The classroom's cycle images, when the classroom is open and there is an edit to explain."""
     if not (is_open and session is not None and session.last):
         return [gr.skip()] * 4
-    return list(cycle(pipeline, session))
+    *images, text = cycle(pipeline, session)
+    scale = -(-256 // images[0].width)  # shown at least 256 px wide, each model pixel a sharp square
+    return [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in images] + [text]
 
 
 @torch.inference_mode()

@@ -87,21 +87,21 @@ def build_demo(pipeline, status: str = "") -> gr.Blocks:
                                         buttons=["download", "fullscreen"], elem_id="result")
                 info = gr.Markdown(label="Timing", elem_id="info")
                 download = gr.DownloadButton("Download the edited photo (PNG)")
-                crops = gr.Gallery(label="Each face, before and after", columns=4, height="auto",
+                crops = gr.Gallery(label="Each face, before and after", columns=6, fit_columns=False, height=200,
                                    object_fit="contain")
                 verdict = gr.Label(label="What the discriminator thinks of the first face (before the edit)",
                                    show_heading=False, visible=has_d)
         with gr.Accordion("All domains at once (the paper's figure for your photo)", open=False):
             grid_button = gr.Button("Show every domain")
             grid = gr.Image(label="Input, then one column per domain", type="filepath", format="png",
-                            interactive=False)
+                            interactive=False, height=260, elem_id="all-domains")
         with gr.Accordion("Classroom: how StarGAN works", open=False) as classroom:
             gr.Markdown("**The cycle for the first face of your latest edit:** "
                         "x -> G(x, c_trg) -> G(G(x, c_trg), c_org)")
             with gr.Row():
-                x_real = gr.Image(label="x: your face", interactive=False)
-                x_fake = gr.Image(label="G(x, c_trg): the edit", interactive=False)
-                x_rec = gr.Image(label="G(G(x, c_trg), c_org): and back", interactive=False)
+                x_real = gr.Image(label="x: your face", interactive=False, height=200)
+                x_fake = gr.Image(label="G(x, c_trg): the edit", interactive=False, height=200)
+                x_rec = gr.Image(label="G(G(x, c_trg), c_org): and back", interactive=False, height=200)
             rec_error = gr.Markdown()
             gr.Markdown(CLASSROOM)
 
