@@ -19,6 +19,9 @@ from . import handlers
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 CLASSROOM = (Path(__file__).resolve().parent / "classroom.md").read_text()
 MAX_UPLOAD = "20mb"  # launch(max_file_size=...): bigger files are refused before they reach the model
+EDIT_API = ("Edit the faces in `photo` (all of them, or those named in `faces`, e.g. [\"Face 2\"]) towards the "
+            "chosen values; each strength goes from 0 (no change) through 1 (as trained) to 1.5. Returns the "
+            "before/after PNGs, the download, each face's crops, what the discriminator thinks and the timing.")
 MODEL_WORK = dict(concurrency_id="model", concurrency_limit=2)  # at most 2 jobs on the model at once (2 vCPUs)
 
 
@@ -116,7 +119,8 @@ def build_demo(pipeline, status: str = "") -> gr.Blocks:
                        [session, picker], preprocess=False, **private)
         edited = gr.on([picker.input, *(c.input for c in controls.values() if isinstance(c, gr.Radio)),
                         *(c.release for c in controls.values() if isinstance(c, gr.Slider))],
-                       api_name="edit", trigger_mode="always_last", **edit_io, **MODEL_WORK)
+                       api_name="edit", api_description=EDIT_API, trigger_mode="always_last", **edit_io,
+                       **MODEL_WORK)
         for done in (opened.success(**edit_io, **private), edited):  # the classroom follows edits while open
             done.success(cycle, [session, classroom_open], cycle_io, **private)
         classroom.expand(lambda: True, None, classroom_open, queue=False, api_visibility="private").then(

@@ -4,6 +4,7 @@ The model is a tiny random-weight release written to a temporary folder (G and D
 noise, but they go through the real path (upload -> faces.load_image -> detection -> pipeline -> paste-back ->
 PNG), which is what these tests check. Photos from ../shared/data are used where the test needs real faces.
 """
+import base64
 import os
 import re
 import socket
@@ -265,6 +266,13 @@ def test_classroom_cycle_and_all_domains_figure(celeba_app):
     assert grid.width == size * (1 + 3 + 2)  # input + Black/Blond/Brown + gender + age columns
     with pytest.raises(gr.Error, match="Upload a photo"):
         handlers.all_domains(pipeline, None)
+
+
+def test_an_upload_given_as_a_data_url_is_decoded_by_load_image():
+    data = base64.b64encode(ASTRONAUT.read_bytes()).decode()
+    path = handlers.upload_path({"path": None, "url": f"data:image/jpeg;base64,{data}"})
+    assert Path(path).read_bytes() == ASTRONAUT.read_bytes()
+    assert handlers.upload_path({"path": "/some/upload.png", "url": None}) == "/some/upload.png"
 
 
 @pytest.mark.slow
