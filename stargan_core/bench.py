@@ -4,7 +4,8 @@
 ``--model``) the naive way (fp32, eager, one face per forward, as the official test does) against the pipeline's
 path (``precision.generate``: bf16 autocast where native, faces batched), measures the pixel error of that path
 against fp32 on real aligned faces, times whole edits of photos from ``../shared/data/photos``, and reports the
-process's peak memory. Timings are medians over interleaved repeats, so a busy machine slows both sides alike.
+process's peak memory. Timings are medians over interleaved repeats, so a busy machine slows both sides alike;
+on a shared machine ``--threads 1 --cpu-time`` gives figures that other processes do not inflate.
 
 ``train`` times the training loop's own update (``train.update``: a D step, and a G step every ``n_critic``)
 on random CelebA-shaped batches, for the paper's 128 px config and a tiny one, on the current device; an
@@ -26,17 +27,25 @@ import torch
 PHOTOS = Path(os.environ.get("STARGAN_SHARED_DATA", Path(__file__).resolve().parents[1] / "../shared/data")) / "photos"
 
 
-def _median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, run in turn ``repeats`` times after one warm-up each."""
+CLOCK = time.perf_counter  # wall clock; --cpu-time switches to process CPU time (meaningful with --threads 1)
+
+
+def _timings(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each function, run in turn ``repeats`` times after one warm-up each."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            t = time.perf_counter()
+            t = CLOCK()
             fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+            times[k].append(CLOCK() - t)
+    return times
+
+
+def _median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each function over interleaved repeats."""
+    return {k: statistics.median(v) for k, v in _timings(fns, repeats).items()}
 
 
 def _pipeline(model: str | None, with_d: bool):
@@ -57,9 +66,14 @@ def infer(args: argparse.Namespace) -> None:
     from .precision import generate
 
     pipe = _pipeline(args.model, not args.no_d)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
     G, size, c_dim = pipe.G, pipe.config.image_size, pipe.config.schema.c_dim
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, pipeline dtype {str(pipe.dtype).removeprefix('torch.')}")
+          f"{torch.backends.cpu.get_cpu_capability()}, pipeline dtype {str(pipe.dtype).removeprefix('torch.')}, "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, {'CPU' if args.cpu_time else 'wall'} time")
     photo = load_image(PHOTOS / "facenet_multiface.jpg")
     x6 = align(photo, pipe.detect(photo), size)  # 6 real aligned faces (N, 3, S, S)
     c6 = torch.eye(c_dim)[torch.arange(len(x6)) % c_dim]
@@ -69,12 +83,14 @@ def infer(args: argparse.Namespace) -> None:
             for i in range(len(x)):
                 G(x[i:i + 1], c6[i:i + 1])
 
-    t = _median_times({"naive": lambda: naive(x6[:1]), "pipe1": lambda: generate(G, x6[:1], c6[:1], pipe.dtype),
-                       "naive6": lambda: naive(x6), "pipe6": lambda: generate(G, x6, c6, pipe.dtype)}, args.repeats)
-    print("\ngenerator, ms per face           naive fp32 eager   pipeline path   speed-up")
+    t = _timings({"naive": lambda: naive(x6[:1]), "pipe1": lambda: generate(G, x6[:1], c6[:1], pipe.dtype),
+                  "naive6": lambda: naive(x6), "pipe6": lambda: generate(G, x6, c6, pipe.dtype)}, args.repeats)
+    med, best = ({k: f(v) for k, v in t.items()} for f in (statistics.median, min))
+    print("\ngenerator, ms per face, median (best)   naive fp32 eager   pipeline path    speed-up")
     for n, a, b in ((1, "naive", "pipe1"), (len(x6), "naive6", "pipe6")):
-        print(f"  {n} face(s) per forward         {t[a] / n * 1e3:10.1f}      {t[b] / n * 1e3:10.1f}"
-              f"      {t[a] / t[b]:5.2f}x")
+        print(f"  {n} face(s) per forward             {med[a] / n * 1e3:7.1f} ({best[a] / n * 1e3:5.1f})"
+              f"   {med[b] / n * 1e3:6.1f} ({best[b] / n * 1e3:5.1f})"
+              f"   {med[a] / med[b]:4.2f}x ({best[a] / best[b]:4.2f}x)")
     with torch.no_grad():
         diff = (generate(G, x6, c6, pipe.dtype) - G(x6, c6)).abs() * 127.5  # in 0..255 pixel levels
     print(f"pixel error of the pipeline path vs fp32 on 6 real faces: mean {diff.mean():.3f}/255, "
@@ -160,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="a model for load_model (default: random official-size nets)")
     p.add_argument("--no-d", action="store_true", help="without a discriminator (attributes from choices)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: the pipeline's choice)")
+    p.add_argument("--cpu-time", action="store_true", help="CPU seconds instead of wall clock: figures that other "
+                   "processes on a shared machine do not inflate (use with --threads 1)")
     p.set_defaults(func=infer)
     p = sub.add_parser("train", help="seconds per training iteration, paper 128 px and tiny configs")
     p.add_argument("--device", default="auto", help="auto = cuda > mps > cpu")
