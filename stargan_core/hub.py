@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from huggingface_hub import constants, errors, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -165,6 +167,19 @@ def _cache_dir() -> str:
     return constants.HF_HUB_CACHE
 
 
+def _resolvable() -> bool:
+    """False when the Hub's host name cannot even be looked up (no network): fail now, not after ~25 s of retries.
+
+    With a proxy configured the proxy resolves names, so this check is skipped."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    try:
+        socket.getaddrinfo(urlsplit(constants.ENDPOINT).hostname, 443)
+    except (OSError, UnicodeError):
+        return False
+    return True
+
+
 def _hub_file(repo_id: str, filename: str, revision: str | None, optional: bool = False) -> Path | None:
     """Path of ``filename`` from the cache, else downloaded. Optional files that do not exist give None."""
     cached = try_to_load_from_cache(repo_id, filename, cache_dir=_cache_dir(), revision=revision)
@@ -172,10 +187,10 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, optional: bool 
         return Path(cached)
     if optional and cached is not None:  # the cache remembers that the Hub has no such file
         return None
-    if _offline():
+    if _offline() or not _resolvable():
         if optional:
             return None
-        raise _Unreachable("HF_HUB_OFFLINE is set")
+        raise _Unreachable("HF_HUB_OFFLINE is set" if _offline() else "this computer has no network connection")
     try:  # 4. a Hub download (HF_TOKEN is read by huggingface_hub itself)
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=_cache_dir()))
     except Exception as e:  # every Hub failure is translated by _hub_error; unknown ones are re-raised as is
@@ -201,7 +216,8 @@ def _hub_error(e: Exception, repo_id: str, filename: str, revision: str | None) 
     if status in (401, 403):
         return HubError(f"the Hub refused access to {repo_id} (HTTP {status}): set HF_TOKEN to a valid token")
     if isinstance(e, (OSError, errors.HTTPError)):  # connection failures, timeouts, 5xx, LocalEntryNotFoundError
-        return _Unreachable(f"the Hugging Face Hub could not be reached ({f'HTTP {status}' if status else 'offline'})")
+        why = f"HTTP {status}" if status else "no connection"
+        return _Unreachable(f"the Hugging Face Hub could not be reached ({why})")
     return e
 
 

@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import json
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -221,6 +222,23 @@ def test_offline_and_not_cached_falls_back_to_the_shipped_release_in_one_sentenc
                              "with the app (celeba-64) is used instead, with its discriminator to estimate each "
                              "face's attributes.")
     assert loaded.status.count(". ") == 0 and loaded.status.endswith(".")
+
+
+def test_no_network_falls_back_at_once_without_trying(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(hub, "hf_hub_download", None)  # never reached: calling it would fail the test
+    release(tmp_path / "checkpoints" / "celeba-64")
+    loaded = hub.load_model(f"{REPO}:g.pth")
+    assert loaded.fallback and "because this computer has no network connection, so the model shipped" in \
+        loaded.status
 
 
 def test_nothing_available_says_what_to_do():
