@@ -26,7 +26,7 @@ from PIL import Image
 
 from stargan_core.checkpoint import CheckpointError
 from stargan_core.domains import KEEP, DomainSchema, Group
-from stargan_core.faces import ImageError, load_image
+from stargan_core.images import ImageError, load_image
 from stargan_core.precision import generate
 
 NO_MODEL = "No model is loaded, so photos cannot be edited; the line at the top of the page says why."
@@ -53,7 +53,7 @@ def friendly_errors() -> Iterator[None]:
     """Turn the errors a person can cause into a one-sentence pop-up instead of a traceback."""
     try:
         yield
-    except ImageError as e:  # not an image, too large, no face: faces.py words these for people
+    except ImageError as e:  # not an image, too large, no face: images.py and pipeline.py word these for people
         raise gr.Error(str(e), print_exception=False) from None
     except CheckpointError as e:
         raise gr.Error(f"The model could not be used: {e}", print_exception=False) from None
@@ -71,7 +71,7 @@ def api_name(g: Group) -> str:
 
 def upload_path(payload: Mapping | str | None) -> str | None:
     """The file behind an image input's raw payload (events run with ``preprocess=False``, so that
-    ``faces.load_image``, not Gradio, decodes every upload); a webcam ``data:`` URL is written to the cache."""
+    ``images.load_image``, not Gradio, decodes every upload); a webcam ``data:`` URL is written to the cache."""
     if not payload or isinstance(payload, str):
         return payload or None
     if payload.get("path"):

@@ -112,7 +112,7 @@ def build_demo(pipeline, status: str = "") -> gr.Blocks:
         private = dict(api_visibility="private", **MODEL_WORK)
         edit_io = dict(fn=partial(handlers.edit_event, pipeline), inputs=[photo, whole, session, picker],
                        outputs=[session, slider, download, crops, verdict, info], inputs_kwargs=controls,
-                       preprocess=False)  # the raw upload goes to faces.load_image, not to Gradio's decoder
+                       preprocess=False)  # the raw upload goes to images.load_image, not to Gradio's decoder
         cycle = partial(handlers.cycle_event, pipeline)
         cycle_io = [x_real, x_fake, x_rec, rec_error]
         opened = gr.on([photo.change, whole.input], partial(handlers.open_event, pipeline), [photo, whole],

@@ -62,7 +62,8 @@ def _pipeline(model: str | None, with_d: bool):
 
 def infer(args: argparse.Namespace) -> None:
     """Per-face generator latency (naive vs pipeline), pixel error, end-to-end photo edits, peak memory."""
-    from .faces import align, load_image
+    from .faces import align
+    from .images import load_image
     from .precision import generate
 
     pipe = _pipeline(args.model, not args.no_d)

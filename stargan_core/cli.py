@@ -76,7 +76,7 @@ def _cmd_translate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .checkpoint import CheckpointError
-    from .faces import ImageError
+    from .images import ImageError
     from .pipeline import StarGANPipeline
 
     photos, choices = photo_paths(args.photos), choices_from_args(args)

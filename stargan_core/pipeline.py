@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw
 
 from .config import ModelConfig
 from .domains import DomainSchema
-from .faces import Face, FaceDetector, ImageError, align, load_image, paste_back, restore_mode
+from .faces import Face, FaceDetector, align, paste_back
+from .images import ImageError, load_image, restore_mode
 from .model import Discriminator, Generator
 from .precision import autocast, best_dtype, classify, fit_threads, generate
 

@@ -1,6 +1,6 @@
-"""faces.py: every upload kind decodes or fails with ImageError; alignment matches the CelebA framing; paste-back
-touches nothing outside the face masks. Geometry is checked against references built here (known transforms,
-torchvision's official crop); the detector against ../shared/data (MANIFEST.json, celeba_subset)."""
+"""faces.py and images.py: every upload kind decodes or fails with ImageError; alignment matches the CelebA
+framing; paste-back touches nothing outside the face masks. Geometry is checked against references built here
+(known transforms, torchvision's official crop); the detector against ../shared/data (MANIFEST.json, celeba_subset)."""
 import io
 import json
 import struct
@@ -13,19 +13,8 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from stargan_core.faces import (
-    CELEBA_TEMPLATE,
-    Face,
-    FaceDetector,
-    ImageError,
-    align,
-    key_points,
-    load_image,
-    paste_back,
-    restore_mode,
-    similarity,
-    template,
-)
+from stargan_core.faces import CELEBA_TEMPLATE, Face, FaceDetector, align, key_points, paste_back, similarity, template
+from stargan_core.images import ImageError, load_image, restore_mode
 
 
 @pytest.fixture(scope="module", autouse=True)

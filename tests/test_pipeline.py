@@ -16,7 +16,8 @@ from stargan_core.checkpoint import save_release
 from stargan_core.cli import main
 from stargan_core.config import ModelConfig
 from stargan_core.domains import JOINT
-from stargan_core.faces import FaceDetector, ImageError
+from stargan_core.faces import FaceDetector
+from stargan_core.images import ImageError
 from stargan_core.model import build_discriminator, build_generator
 from stargan_core.pipeline import NO_FACE, NoFaceError, StarGANPipeline
 from stargan_core.precision import classify, cpu_budget, cpu_has_native_bf16, generate
