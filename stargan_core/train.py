@@ -100,9 +100,10 @@ def _step_generator(seed: int, step: int, rank: int, j: int) -> torch.Generator:
 
 def _any_rank(flag: bool | torch.Tensor, world: int, device: torch.device) -> bool:
     """True if ``flag`` is set on any process (a collective under DDP, so that all ranks agree)."""
+    if world == 1:
+        return bool(flag)  # a tensor flag syncs with the GPU here; a Python one costs nothing
     t = torch.as_tensor(flag, dtype=torch.float32, device=device).reshape(1)
-    if world > 1:
-        dist.all_reduce(t)
+    dist.all_reduce(t)
     return bool(t.item() > 0)
 
 
@@ -229,8 +230,9 @@ def train(cfg: TrainConfig) -> TrainResult:
                     for k, v in floats.items():
                         writer.add_scalar(k, v, done)
                     writer.add_scalar("lr/G", g_opt.param_groups[0]["lr"], done)
-                    pbar.set_postfix({k: f"{v:.3f}" for k, v in floats.items() if k.startswith(("D/loss", "G/loss"))
-                                      and k.split("/")[1] in ("loss", "loss_cls", "loss_rec")}, refresh=False)
+                    shown = ("D/loss", "G/loss_cls", "G/loss_rec")  # the rest is in TensorBoard
+                    pbar.set_postfix({k: f"{v:.3f}" for k, v in floats.items() if "/".join(k.split("/")[:2]) in shown},
+                                     refresh=False)
             if rank == 0 and done % cfg.sample_every == 0:
                 _sample(G, fixed, schema, run / "samples" / f"{done:06d}")
             if rank == 0 and saving:
