@@ -93,6 +93,17 @@ def update(nets: Nets, d_opt: torch.optim.Optimizer, g_opt: torch.optim.Optimize
     return logs
 
 
+def resume_config(cfg: TrainConfig) -> TrainConfig:
+    """For ``--resume``: the run's saved config, overridden by every field of ``cfg`` that is not a default, so
+    ``train --out-dir runs/x --resume`` continues as it was and ``--num-iters 300000`` extends it."""
+    saved = Path(cfg.out_dir) / "train_config.json"
+    if not saved.is_file():
+        return cfg
+    defaults = TrainConfig().to_dict()
+    ours = {k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
+    return TrainConfig.from_dict({**json.loads(saved.read_text()), **ours, "resume": True})
+
+
 def _step_generator(seed: int, step: int, rank: int, j: int) -> torch.Generator:
     """The RNG of dataset ``j`` at ``step`` on ``rank``: a pure function of them, nothing to save or restore."""
     return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 1024 + rank) * 16 + j)
@@ -137,6 +148,7 @@ def _sample(G: Generator, fixed: list, schema: DomainSchema, path: Path) -> None
 def train(cfg: TrainConfig) -> TrainResult:
     """Train G and D as in the paper; see the module docstring. Returns the nets, the step and last losses."""
     # ----- setup: processes, device, data, networks, optimisers, resume -------------------------------------------
+    cfg = resume_config(cfg) if cfg.resume else cfg
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(cfg.device, local_rank)
