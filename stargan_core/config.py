@@ -64,7 +64,7 @@ class TrainConfig:
     attrs: list[str] = field(default_factory=lambda: list(CELEBA5_ATTRS))
     rafd_dir: str = ""  # folder with one sub-folder per expression
     csv_dirs: list[str] = field(default_factory=list)  # generic folders with labels.csv (+ schema.json)
-    test_split: float = 0.0  # held-out images: >=1 a count, <1 a ratio, 0 = official (CelebA 2,000; else 10%)
+    test_split: float = 0.0  # held out: >=1 a count, <1 a ratio; 0 = official 2,000 (10% for sets < 20,000)
     flip: bool = True  # random horizontal flip (official preprocessing)
     image_size: int = 128
     batch_size: int = 16  # per process under torchrun
@@ -88,12 +88,12 @@ class TrainConfig:
     beta2: float = 0.999
     # run
     out_dir: str = "runs/stargan"
-    resume: bool = False
+    resume: bool = False  # continue out_dir/checkpoint.pt with its train_config.json (flags given override it)
     seed: int = 0
     device: str = "auto"  # auto = cuda > mps > cpu
     num_threads: int = 0  # CPU threads for torch (0 = torch's default; 1 is far faster on a busy machine)
-    bf16: bool = False
-    compile: bool = False
+    bf16: bool = False  # bf16 autocast (CUDA only)
+    compile: bool = False  # torch.compile the generator (CUDA only)
     log_every: int = 10
     sample_every: int = 1000
     n_samples: int = 8  # held-out images in each sample grid

@@ -174,7 +174,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise FileExistsError(f"{run / CKPT_NAME} exists: pass --resume to continue it, or another --out-dir")
     if rank == 0:
         (run / "samples").mkdir(parents=True, exist_ok=True)
-        (run / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        tmp = run / f".train_config.json.{os.getpid()}"  # atomic: other ranks may be reading it (resume)
+        tmp.write_text(json.dumps(cfg.to_dict(), indent=2))
+        os.replace(tmp, run / "train_config.json")
 
     def state(step: int) -> dict:  # all mutable training state, in one weights_only-loadable dict
         return {"G": G.state_dict(), "D": D.state_dict(), "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict(),
