@@ -189,4 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as e:
+        # bad data folders, checkpoints, choices, an existing run, a NaN stop: the message says what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0

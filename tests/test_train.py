@@ -1,6 +1,5 @@
 """The training loop: lr schedule, exact resume, atomic checkpoints, the NaN guard, 2-process DDP, a learning test
 on synthetic shapes judged from pixels, and a short real run through the CLI."""
-import csv
 import json
 import os
 import signal
@@ -18,75 +17,10 @@ import stargan_core.train as train_mod
 from stargan_core.checkpoint import CKPT_NAME, load_generator, save_training_state
 from stargan_core.config import TrainConfig
 from stargan_core.pipeline import translate_domains
+from stargan_core.shapes import ShapeWorld as World
 from stargan_core.train import learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
-COLOURS, FORMS = ("red", "green", "blue"), ("square", "hbar", "vbar")
-
-
-# ----- a synthetic two-dataset world whose domains can be read off the pixels --------------------------------------
-def draw(colour: int, w: int, h: int, dx: int, dy: int, size: int) -> torch.Tensor:
-    """A w x h rectangle of a pure colour (0 red, 1 green, 2 blue, 3 white) on grey, centred + (dx, dy)."""
-    x = torch.zeros(3, size, size)  # (3, S, S) in [-1, 1]
-    rgb = torch.ones(3) if colour == 3 else -torch.ones(3)
-    rgb[colour % 3] = 1
-    top, left = size // 2 - h // 2 + dy, size // 2 - w // 2 + dx
-    x[:, top:top + h, left:left + w] = rgb.view(3, 1, 1)
-    return x
-
-
-class World:
-    """'shapes': squares labelled by colour (exclusive group) and size (binary 'big'); 'forms': white shapes
-    labelled only by their form (categorical). The two are trained jointly through the mask vector. Every shape
-    sits at a random place that no label mentions: G must carry it over from the input."""
-
-    def __init__(self, size: int = 16) -> None:
-        self.size = size
-        self.small, self.big = (size // 4, size // 2)  # 4 and 8 px sides at 16 px
-        self.forms = [(7, 7), (11, 4), (4, 11)] if size == 16 else [(12, 12), (18, 6), (6, 18)]
-        self.area_big = (self.small ** 2 + self.big ** 2) / 2  # area threshold between small and big
-        self.jitter = size // 6  # the shape's offset from the centre: a wide spread, so that D notices a G
-        # that puts every shape in the middle (with +-2 px, some seeds learnt just that)
-
-    def sample(self, which: str, g: torch.Generator) -> tuple[torch.Tensor, list[int]]:
-        colour = int(torch.randint(3, (1,), generator=g)) if which == "shapes" else 3
-        dx, dy = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=g).tolist()
-        if which == "shapes":
-            big = int(torch.randint(2, (1,), generator=g))
-            side = self.big if big else self.small
-            return draw(colour, side, side, dx, dy, self.size), [int(k == colour) for k in range(3)] + [big]
-        form = int(torch.randint(3, (1,), generator=g))
-        return draw(colour, *self.forms[form], dx, dy, self.size), [int(k == form) for k in range(3)]
-
-    def write(self, folder: Path, which: str, n: int, seed: int) -> str:
-        """An on-disk CSV dataset (PNG files + labels.csv + schema.json) for ``train``."""
-        folder.mkdir(parents=True)
-        g, rows = torch.Generator().manual_seed(seed), []
-        for i in range(n):
-            x, labels = self.sample(which, g)
-            Image.fromarray(((x + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).save(folder / f"{i}.png")
-            rows.append([f"{i}.png", *labels])
-        header = ["filename", *COLOURS, "big"] if which == "shapes" else ["filename", *FORMS]
-        with open(folder / "labels.csv", "w", newline="") as f:
-            csv.writer(f).writerows([header, *rows])
-        groups = ([{"name": "colour", "kind": "exclusive", "labels": list(COLOURS)},
-                   {"name": "size", "kind": "binary", "labels": ["big"], "on": "big", "off": "small"}]
-                  if which == "shapes" else [{"name": "form", "kind": "categorical", "labels": list(FORMS)}])
-        (folder / "schema.json").write_text(json.dumps({"name": which, "groups": groups}))
-        return str(folder)
-
-    def measure(self, y: torch.Tensor) -> dict:
-        """Read colour, area, form and centre off an image (3, S, S) in [-1, 1]: the analytic checker."""
-        bg = torch.cat([y[:, 0], y[:, -1], y[:, :, 0], y[:, :, -1]], 1).median(1).values  # (3,) border colour
-        fg = (y - bg.view(3, 1, 1)).abs().amax(0) > 0.5  # (S, S) pixels far from the background
-        if fg.sum() < 3:
-            return dict(colour=None, big=None, form=None, cx=-99.0, cy=-99.0)
-        h, w = int((fg.sum(1) >= 2).sum()), int((fg.sum(0) >= 2).sum())  # rows / columns the shape spans
-        ys, xs = fg.nonzero(as_tuple=True)
-        rgb = y[:, fg].mean(1)  # (3,) mean colour of the shape
-        return dict(colour=3 if rgb.min() > 0.3 else int(rgb.argmax()), big=bool(fg.sum() > self.area_big),
-                    form="hbar" if w > 1.6 * h else "vbar" if h > 1.6 * w else "square",
-                    cx=float(xs.float().mean()), cy=float(ys.float().mean()))
 
 
 def tiny_cfg(tmp_path: Path, **kw) -> TrainConfig:
