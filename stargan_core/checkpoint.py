@@ -187,7 +187,7 @@ def save_release(G: Generator, config: ModelConfig, folder: str | Path, dtype: t
 def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float16",
                with_discriminator: bool = True) -> Path:
     """Turn a training run (``RUN_DIR/checkpoint.pt``, or that file) into a release folder."""
-    ckpt = Path(run_dir) / "checkpoint.pt" if Path(run_dir).is_dir() else Path(run_dir)
+    ckpt = Path(run_dir) / CKPT_NAME if Path(run_dir).is_dir() else Path(run_dir)
     G, cfg = load_generator(ckpt)
     D = load_discriminator(ckpt)[0] if with_discriminator else None
     return save_release(G, cfg, out_dir, dtype=getattr(torch, dtype), D=D)
