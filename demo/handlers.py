@@ -27,7 +27,6 @@ from PIL import Image
 from stargan_core.checkpoint import CheckpointError
 from stargan_core.domains import KEEP, DomainSchema, Group
 from stargan_core.images import ImageError, load_image
-from stargan_core.precision import generate
 
 NO_MODEL = "No model is loaded, so photos cannot be edited; the line at the top of the page says why."
 NO_PHOTO = "Upload a photo, take one with the webcam or pick an example first."
@@ -218,11 +217,10 @@ def cycle(pipeline, session: Session | None) -> tuple[Image.Image, Image.Image, 
                        print_exception=False)
     schema, size = pipeline.config.schema, pipeline.config.image_size
     dataset = (schema.changed_datasets(session.last["choices"]) or [schema.datasets[0].name])[0]
-    c_org = schema.condition(torch.as_tensor(face.c_org).float().view(1, -1)[:, :schema.cls_dim], dataset)
-    c_trg = schema.condition(torch.as_tensor(face.c_trg).float().view(1, -1)[:, :schema.cls_dim], dataset)
+    c_org = torch.as_tensor(face.c_org).float().view(1, -1)[:, :schema.cls_dim]
+    c_trg = torch.as_tensor(face.c_trg).float().view(1, -1)[:, :schema.cls_dim]
     x_real = _to_tensor(face.before, size)  # (1, 3, H, W)
-    x_fake = generate(pipeline.G, x_real, c_trg, pipeline.dtype)  # the generator as the pipeline runs it
-    x_rec = generate(pipeline.G, x_fake, c_org, pipeline.dtype)
+    x_fake, x_rec = pipeline.cycle(x_real, c_org, c_trg, dataset)  # the generator as the pipeline runs it
     err = (x_real - x_rec).abs().mean().item() * 127.5  # mean absolute error in 0..255 pixel steps
     text = (f"**Reconstruction error** |x - G(G(x, c_trg), c_org)| = **{err:.1f} / 255** per pixel on average. "
             "Small means the generator kept who the person is while changing only the chosen attributes.")

@@ -136,6 +136,18 @@ class StarGANPipeline:
         return (x[:n], x[n:]) if detail else (x, x_real)
 
     @torch.inference_mode()
+    def cycle(self, x_real: torch.Tensor, c_org: torch.Tensor, c_trg: torch.Tensor,
+              dataset: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The paper's cycle on crops (N, 3, S, S): x_fake = G(x, c_trg), x_rec = G(x_fake, c_org).
+
+        Labels are (N, cls_dim); a joint model runs in one ``dataset``'s label space (default: the first).
+        """
+        dataset = dataset or self.schema.datasets[0].name
+        x_fake = generate(self.G, x_real, self.schema.condition(c_trg, dataset), self.dtype)
+        x_rec = generate(self.G, x_fake, self.schema.condition(c_org, dataset), self.dtype)
+        return x_fake, x_rec
+
+    @torch.inference_mode()
     def all_domains(self, image: Image.Image | str | Path | bytes, *, current: Choices | None = None,
                     faces: Sequence[Face] | None = None, select: Sequence[int] | None = None,
                     whole_image: bool = False) -> Image.Image:
