@@ -69,6 +69,7 @@ class TrainConfig:
     image_size: int = 128
     batch_size: int = 16  # per process under torchrun
     num_workers: int = 2
+    cache: bool = True  # decode every image once into uint8 at image_size (run folder); False = decode per step
     # model
     g_conv_dim: int = 64
     d_conv_dim: int = 64
@@ -89,6 +90,8 @@ class TrainConfig:
     # run
     out_dir: str = "runs/stargan"
     resume: bool = False  # continue out_dir/checkpoint.pt with its train_config.json (flags given override it)
+    init_from: str = ""  # a release folder: start from its G (and D) weights, with fresh optimisers (new machine)
+    init_step: int = 0  # with init_from: the step the run starts at (lr schedule and data order go on from there)
     seed: int = 0
     device: str = "auto"  # auto = cuda > mps > cpu
     num_threads: int = 0  # CPU threads for torch (0 = torch's default; 1 is far faster on a busy machine)

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -25,9 +26,18 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from .checkpoint import CKPT_NAME, load_training_state, rng_state, save_training_state
+from .checkpoint import (
+    CKPT_NAME,
+    D_WEIGHTS_NAME,
+    CheckpointError,
+    load_discriminator,
+    load_generator,
+    load_training_state,
+    rng_state,
+    save_training_state,
+)
 from .config import ModelConfig, TrainConfig
-from .data import StepSampler, load_datasets
+from .data import ImageLabels, StepSampler, cache_images, load_datasets
 from .domains import DomainSchema
 from .losses import Batch, Nets, d_loss, g_loss
 from .model import Discriminator, Generator, build_discriminator, build_generator
@@ -63,7 +73,7 @@ def make_batch(x: torch.Tensor, labels: torch.Tensor, schema: DomainSchema, data
     vector, targets = the labels of a shuffled batch (as the official code), gradient-penalty weights."""
     n = x.size(0)
     if flip:  # the official RandomHorizontalFlip, drawn from the step's generator so resume replays it
-        x = torch.where((torch.rand(n, generator=gen) < 0.5).view(n, 1, 1, 1), x.flip(3), x)
+        x = torch.where((torch.rand(n, generator=gen) < 0.5).view(n, 1, 1, 1).to(x.device), x.flip(3), x)
     label_org = torch.zeros(n, schema.cls_dim)
     label_org[:, schema.dataset_slice(dataset)] = labels  # (N, cls_dim): other datasets' labels stay 0
     label_trg = label_org[torch.randperm(n, generator=gen)]
@@ -91,6 +101,34 @@ def update(nets: Nets, d_opt: torch.optim.Optimizer, g_opt: torch.optim.Optimize
         g_opt.step()
         logs.update(g_logs)
     return logs
+
+
+def batches(train_set: ImageLabels, sampler: StepSampler, cfg: TrainConfig, device: torch.device,
+            cache_dir: Path | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless ``(x (B, 3, S, S), labels (B, n))`` in the sampler's order: gathered from a uint8 cache on
+    ``device`` (``cfg.cache``), else decoded per step by a ``DataLoader`` like the official code."""
+    if not cfg.cache:
+        yield from DataLoader(train_set, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                              batch_sampler=sampler)
+        return
+    cached = cache_images(train_set, cache_dir, cfg.num_workers, progress=cache_dir is not None).to(device)
+    for indices in sampler:
+        yield cached.batch(indices)
+
+
+def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelConfig, step: int,
+                      rank: int = 0) -> int:
+    """Copy a release's G (and D, when it ships one) into the fresh nets; the run starts at ``step``."""
+    G0, cfg0 = load_generator(folder)
+    if cfg0 != mcfg:
+        raise CheckpointError(f"{folder}: its model ({cfg0}) differs from this run's ({mcfg}); pass the same "
+                              "image size, widths and attributes")
+    G.load_state_dict(G0.state_dict())
+    if (Path(folder) / D_WEIGHTS_NAME).is_file():
+        D.load_state_dict(load_discriminator(folder)[0].state_dict())
+    elif rank == 0:
+        print(f"{folder} has no {D_WEIGHTS_NAME}: the discriminator starts from scratch", flush=True)
+    return step
 
 
 def resume_config(cfg: TrainConfig) -> TrainConfig:
@@ -152,6 +190,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(cfg.device, local_rank)
+    torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest convolutions once
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     own_group = world > 1 and not dist.is_initialized()
@@ -172,6 +211,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                                     mcfg)["step"]
     elif (run / CKPT_NAME).exists():
         raise FileExistsError(f"{run / CKPT_NAME} exists: pass --resume to continue it, or another --out-dir")
+    elif cfg.init_from:  # a run lost with its machine goes on from the committed release
+        start = init_from_release(cfg.init_from, G, D, mcfg, cfg.init_step, rank)
     if rank == 0:
         (run / "samples").mkdir(parents=True, exist_ok=True)
         tmp = run / f".train_config.json.{os.getpid()}"  # atomic: other ranks may be reading it (resume)
@@ -194,10 +235,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     amp = (lambda: torch.autocast(device.type, torch.bfloat16)) if cfg.bf16 and device.type == "cuda" \
         else contextlib.nullcontext
 
-    # Data: one endless loader per dataset whose batches are a pure function of the step (see data.StepSampler).
-    streams = [(name, iter(DataLoader(train_set, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                                      batch_sampler=StepSampler(len(train_set), cfg.batch_size, cfg.seed, start,
-                                                                rank, world))))
+    # Data: one endless stream per dataset whose batches are a pure function of the step (see data.StepSampler),
+    # from images decoded once (cfg.cache) or, as the official code, decoded again at every step.
+    streams = [(name, batches(train_set, StepSampler(len(train_set), cfg.batch_size, cfg.seed, start, rank, world),
+                              cfg, device, run / "cache" if rank == 0 or world == 1 else None))
                for name, train_set, _ in datasets]
     fixed = []  # held-out images for the sample grids: (dataset, x (n, 3, H, W), c_org (n, cls_dim))
     for name, _, test_set in datasets:

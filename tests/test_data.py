@@ -186,3 +186,21 @@ def test_real_celeba_subset(celeba_dir):
     assert (len(train), len(test)) == (1800, 200)
     x, y = ImageLabels(test, 128, 178)[0]
     assert x.shape == (3, 128, 128) and -1 <= x.min() < x.max() <= 1 and y.shape == (5,)
+
+
+def test_cache_equals_decoding_and_is_read_back_without_decoding(tmp_path, monkeypatch):
+    from stargan_core.data import ImageLabels, cache_images, read_csv
+    from stargan_core.shapes import ShapeWorld as World
+    world = World(16)
+    recs, _ = read_csv(world.write(tmp_path / "shapes", "shapes", 12, 1))
+    ds = ImageLabels(recs, 16, None)
+    cached = cache_images(ds, tmp_path / "cache")
+    assert cached.images.dtype == torch.uint8 and cached.images.shape == (12, 3, 16, 16)
+    x, labels = cached.batch([3, 0, 7])
+    ref = torch.stack([ds[i][0] for i in (3, 0, 7)])
+    assert torch.allclose(x, ref, atol=1e-6) and torch.equal(labels, torch.stack([ds[i][1] for i in (3, 0, 7)]))
+    monkeypatch.setattr(ImageLabels, "pixels", lambda self, i: (_ for _ in ()).throw(AssertionError("decoded")))
+    again = cache_images(ds, tmp_path / "cache")  # read back from the .npy files
+    assert torch.equal(again.images, cached.images)
+    with pytest.raises(AssertionError, match="decoded"):  # other images, other key: decoded, not mixed up
+        cache_images(ImageLabels(recs[:6], 16, None), tmp_path / "cache")

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 import stargan_core.train as train_mod
-from stargan_core.checkpoint import CKPT_NAME, load_generator, save_training_state
+from stargan_core.checkpoint import CKPT_NAME, load_generator, save_release, save_training_state
 from stargan_core.config import TrainConfig
 from stargan_core.pipeline import translate_domains
 from stargan_core.shapes import ShapeWorld as World
@@ -113,6 +113,48 @@ def test_resume_refuses_another_architecture(tmp_path):
     train(cfg)
     with pytest.raises(ValueError, match="another model or data schema"):
         train(TrainConfig(**{**cfg.to_dict(), "resume": True, "g_conv_dim": 16, "num_iters": 2}))
+
+
+def test_a_run_goes_on_from_a_release_with_fresh_optimisers_at_the_given_step(tmp_path, monkeypatch):
+    first = train(tiny_cfg(tmp_path / "a"))
+    release = save_release(first.G, load_generator(tmp_path / "a" / "run" / CKPT_NAME)[1], tmp_path / "release",
+                           dtype=torch.float32, D=first.D)
+    seen, real_update = [], train_mod.update
+
+    def spy(nets, d_opt, g_opt, *args, **kw):  # what the first update of the new run starts from
+        if not seen:
+            seen.append(({k: v.clone() for k, v in nets.G.state_dict().items()},
+                         {k: v.clone() for k, v in nets.D.state_dict().items()}, d_opt.param_groups[0]["lr"],
+                         len(d_opt.state)))
+        return real_update(nets, d_opt, g_opt, *args, **kw)
+
+    monkeypatch.setattr(train_mod, "update", spy)
+    cfg = tiny_cfg(tmp_path / "b", init_from=str(release), init_step=4, num_iters=6, num_iters_decay=4)
+    result = train(cfg)
+    g0, d0, lr, n_opt_state = seen[0]
+    assert result.step == 6 and _state(cfg.out_dir)["step"] == 6
+    assert all(torch.equal(v, first.G.state_dict()[k]) for k, v in g0.items())
+    assert all(torch.equal(v, first.D.state_dict()[k]) for k, v in d0.items())
+    assert lr == pytest.approx(learning_rate(cfg.d_lr, 4, 6, 4)) and n_opt_state == 0  # schedule at step 4, fresh Adam
+
+
+def test_init_from_refuses_another_architecture_and_starts_d_fresh_without_one(tmp_path, capsys):
+    first = train(tiny_cfg(tmp_path / "a", num_iters=1))
+    cfg0 = load_generator(tmp_path / "a" / "run" / CKPT_NAME)[1]
+    save_release(first.G, cfg0, tmp_path / "g_only")
+    with pytest.raises(ValueError, match="differs from this run"):
+        train(tiny_cfg(tmp_path / "b", init_from=str(tmp_path / "g_only"), g_conv_dim=16, num_iters=1))
+    train(tiny_cfg(tmp_path / "c", init_from=str(tmp_path / "g_only"), num_iters=1))
+    assert "the discriminator starts from scratch" in capsys.readouterr().out
+
+
+def test_cached_and_per_step_decoding_train_on_the_same_batches(tmp_path):
+    cached = train(tiny_cfg(tmp_path / "a", cache=True))
+    decoded = train(tiny_cfg(tmp_path / "b", cache=False))
+    assert cached.logs.keys() == decoded.logs.keys()
+    for k, v in cached.logs.items():  # same images, flips and targets: equal up to float rounding in [-1, 1]
+        assert v == pytest.approx(decoded.logs[k], rel=1e-3, abs=1e-4), k
+    assert len(list((tmp_path / "a" / "run" / "cache").glob("images-*.npy"))) == 2  # one per dataset
 
 
 def test_a_save_killed_half_way_leaves_the_previous_checkpoint_intact(tmp_path):
