@@ -42,7 +42,7 @@ class Session:
     key: str  # the upload's path in Gradio's cache (named by content, so the same path means the same photo)
     whole_image: bool  # the visitor said the whole photo is one face (no detection)
     source: Image.Image | str  # what the pipeline edits: the decoded photo, or its path when its mode is not RGB
-    faces: list  # faces.Face from pipeline.detect, re-used by every edit of this photo ([] with whole_image)
+    faces: list  # faces.Face from pipeline.detect, re-used by every edit of this photo (one with whole_image)
     before: str  # the photo as a PNG in Gradio's cache, the left side of the before/after slider
     last: dict = field(default_factory=dict)  # the latest edit: "face" (a FaceEdit) and "choices"
 
@@ -89,7 +89,7 @@ def open_photo(pipeline, path: str | None, whole_image: bool = False) -> Session
         raise gr.Error(NO_PHOTO, print_exception=False)
     with friendly_errors():
         image = load_image(path)  # upright RGB; too large or not an image -> ImageError
-        found = [] if whole_image else pipeline.detect(image)
+        found = pipeline.detect(image, whole_image)  # with each face's crop, estimate and x_ref, once
     if not (found or whole_image):
         raise gr.Error(NO_FACE, print_exception=False)
     with Image.open(path) as im:  # grayscale or transparent uploads: let the pipeline give the result that mode

@@ -1,10 +1,11 @@
 """Benchmarks, measured rather than assumed: ``python -m stargan_core.bench {infer,...}``.
 
-``infer`` times the official 128 px generator ``Generator(64, 5, 6)`` (random weights, or a model given with
-``--model``) the naive way (fp32, eager, one face per forward, as the official test does) against the pipeline's
-path (``precision.generate``: bf16 autocast where native, faces batched), measures the pixel error of that path
-against fp32 on real aligned faces, times whole edits of photos from ``../shared/data/photos``, and reports the
-process's peak memory. Timings are medians over interleaved repeats, so a busy machine slows both sides alike;
+``infer`` prints the path the pipeline chose at load (``inference.choose_path``) with each candidate's time, times
+the official 128 px generator ``Generator(64, 5, 6)`` (random weights, or a model given with ``--model``) the
+naive way (fp32, eager, one face per forward, as the official test does) against the chosen path (faces
+batched), measures that path's pixel error against fp32 on real aligned faces, times whole edits of photos from
+``../shared/data/photos`` (detection computes each face's x_ref; a re-edit is one forward per face), and reports
+the process's peak memory. Timings are medians over interleaved repeats, so a busy machine slows both sides alike;
 on a shared machine ``--threads 1 --cpu-time`` gives figures that other processes do not inflate.
 
 ``train`` times the training loop's own update (``train.update``: a D step, and a G step every ``n_critic``)
@@ -64,17 +65,17 @@ def infer(args: argparse.Namespace) -> None:
     """Per-face generator latency (naive vs pipeline), pixel error, end-to-end photo edits, peak memory."""
     from .faces import align
     from .images import load_image
-    from .precision import generate
 
-    pipe = _pipeline(args.model, not args.no_d)
-    if args.threads:
+    if args.threads:  # before the pipeline: its paths size their thread pools at load
         torch.set_num_threads(args.threads)
+    pipe = _pipeline(args.model, not args.no_d)
     global CLOCK
     CLOCK = time.process_time if args.cpu_time else time.perf_counter
-    G, size, c_dim = pipe.G, pipe.config.image_size, pipe.config.schema.c_dim
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, pipeline dtype {str(pipe.dtype).removeprefix('torch.')}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, {'CPU' if args.cpu_time else 'wall'} time")
+    G, size, c_dim, generate = pipe.G, pipe.config.image_size, pipe.config.schema.c_dim, pipe.generate
+    print(f"torch {torch.__version__}, {_versions()}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+          f"CPUs, {'CPU' if args.cpu_time else 'wall'} time")
+    print(f"\nload-time choice (wall clock, probe faces): {pipe.path.summary()}")
     photo = load_image(PHOTOS / "facenet_multiface.jpg")
     x6 = align(photo, pipe.detect(photo), size)  # 6 real aligned faces (N, 3, S, S)
     c6 = torch.eye(c_dim)[torch.arange(len(x6)) % c_dim]
@@ -84,16 +85,16 @@ def infer(args: argparse.Namespace) -> None:
             for i in range(len(x)):
                 G(x[i:i + 1], c6[i:i + 1])
 
-    t = _timings({"naive": lambda: naive(x6[:1]), "pipe1": lambda: generate(G, x6[:1], c6[:1], pipe.dtype),
-                  "naive6": lambda: naive(x6), "pipe6": lambda: generate(G, x6, c6, pipe.dtype)}, args.repeats)
+    t = _timings({"naive": lambda: naive(x6[:1]), "pipe1": lambda: generate(x6[:1], c6[:1]),
+                  "naive6": lambda: naive(x6), "pipe6": lambda: generate(x6, c6)}, args.repeats)
     med, best = ({k: f(v) for k, v in t.items()} for f in (statistics.median, min))
-    print("\ngenerator, ms per face, median (best)   naive fp32 eager   pipeline path    speed-up")
+    print(f"\ngenerator, ms per face, median (best)   naive fp32 eager   {pipe.path.name:<16} speed-up")
     for n, a, b in ((1, "naive", "pipe1"), (len(x6), "naive6", "pipe6")):
         print(f"  {n} face(s) per forward             {med[a] / n * 1e3:7.1f} ({best[a] / n * 1e3:5.1f})"
               f"   {med[b] / n * 1e3:6.1f} ({best[b] / n * 1e3:5.1f})"
               f"   {med[a] / med[b]:4.2f}x ({best[a] / best[b]:4.2f}x)")
     with torch.no_grad():
-        diff = (generate(G, x6, c6, pipe.dtype) - G(x6, c6)).abs() * 127.5  # in 0..255 pixel levels
+        diff = (generate(x6, c6) - G(x6, c6)).abs() * 127.5  # in 0..255 pixel levels
     print(f"pixel error of the pipeline path vs fp32 on 6 real faces: mean {diff.mean():.3f}/255, "
           f"99.9th percentile {diff.flatten().quantile(0.999):.2f}/255")
     _end_to_end(pipe, args.repeats)
@@ -101,9 +102,19 @@ def infer(args: argparse.Namespace) -> None:
     print(f"\npeak memory (max RSS of this process, torch and MTCNN included): {peak:.0f} MiB")
 
 
+def _versions() -> str:
+    """The ONNX Runtime version, or that it is missing (its paths are then not candidates)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return "no onnxruntime"
+    return f"onnxruntime {onnxruntime.__version__}"
+
+
 def _end_to_end(pipe, repeats: int) -> None:
     """Whole edits: decode + detect + align + estimate + translate (x_fake and x_ref) + paste back."""
-    print("\nend to end, hair -> blond (detail mode: x_fake and x_ref, 2 forwards per face, batched)")
+    print("\nend to end, hair -> blond (detect: MTCNN + crops + D's estimate + x_ref, 1 forward per face;"
+          "\n  first edit: detect + x_fake, 2 forwards per face; re-edit with the faces kept: x_fake only)")
     print("  photo                       faces   detect    first edit   re-edit (faces kept)")
     choices = {"hair": "blond"}
     for name in ("skimage_astronaut.png", "fr_obama-1080p.jpg", "facenet_multiface.jpg"):

@@ -7,7 +7,7 @@ covers [i, i+1) x [j, j+1)), fitted by least squares from MTCNN's landmarks to `
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ class Face:
     landmarks: np.ndarray  # (5, 2) x, y
     matrix: np.ndarray  # (2, 3) photo px -> crop px
     crop_size: int
+    memo: dict = field(default_factory=dict, repr=False, compare=False)  # the pipeline's per-face results
 
 
 def template(size: int) -> np.ndarray:

@@ -6,6 +6,11 @@ faces in one batched forward per dataset, and pastes them back. In detail mode i
 its own labels (``x_ref = G(x_real, c_org)``) and adds only ``x_fake - x_ref`` to the full-resolution photo, so
 "no change" is exactly the photo and the face keeps its sharpness. Images in, images out: nothing is written.
 
+What does not depend on the choices is computed once per face and kept in ``Face.memo``: the aligned crop, D's
+estimate and x_ref (per label vector and datasets), computed by ``detect`` when the photo arrives. Passing the
+faces back (``faces=``) makes a re-edit cost one generator forward per face. G runs on the path that
+``inference.choose_path`` measured fastest at load time (``path=``), within 2/255 of fp32.
+
 ``c_org`` comes from D's classifier when the model ships one (sigmoid per CelebA attribute, softmax within a
 categorical group such as RaFD's expressions); without D every binary label starts at 0.5 and every exclusive or
 categorical group is uniform. ``current=`` (what a person says a face is now) overrides either, per group.
@@ -13,7 +18,7 @@ categorical group is uniform. ``current=`` (what a person says a face is now) ov
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +30,9 @@ from .config import ModelConfig
 from .domains import DomainSchema
 from .faces import Face, FaceDetector, align, paste_back
 from .images import ImageError, load_image, restore_mode
+from .inference import Choice, choose_path
 from .model import Discriminator, Generator
-from .precision import autocast, best_dtype, classify, fit_threads, generate
+from .precision import classify, fit_threads
 
 Choices = Mapping[str, object]  # group name -> "keep" | an option | a bool (binary groups)
 
@@ -61,11 +67,14 @@ class StarGANPipeline:
     """Edit the faces in photos with a StarGAN generator (and its discriminator, to estimate attributes)."""
 
     def __init__(self, G: Generator, config: ModelConfig, D: Discriminator | None = None,
-                 detector: FaceDetector | None = None, dtype: torch.dtype | None = None) -> None:
+                 detector: FaceDetector | None = None, path: str = "auto") -> None:
         self.G, self.D, self.config, self.schema = G.eval(), D.eval() if D else None, config, config.schema
         self.detector, self.status = detector, ""
-        self.dtype = dtype or best_dtype(next(G.parameters()).device)  # bf16 where the hardware has it
-        fit_threads()  # no more threads than the container's CPU quota
+        fit_threads()  # no more threads than the container's CPU quota (before paths size their thread pools)
+        names = None if path == "auto" else ["fp32", path]  # a named path is still checked against fp32
+        self.path: Choice = choose_path(G, config.image_size, names, budget_s=2.0 if path == "auto" else 60)
+        self.generate = self.path.run  # (x, c) -> x_fake on the CPU; every G forward of the pipeline goes here
+        self._token = object()  # names this pipeline's entries in Face.memo (faces may meet another pipeline)
 
     @classmethod
     def from_pretrained(cls, source: str | None = None, revision: str | None = None, **kwargs) -> StarGANPipeline:
@@ -76,10 +85,20 @@ class StarGANPipeline:
         pipe.status = loaded.status
         return pipe
 
-    def detect(self, image: Image.Image | str | Path | bytes) -> list[Face]:
-        """Every face in the photo, left to right (pass them back as ``faces=`` to edit again without detecting)."""
-        self.detector = self.detector or FaceDetector()
-        return self.detector.detect(load_image(image), crop_size=self.config.image_size)
+    def detect(self, image: Image.Image | str | Path | bytes, whole_image: bool = False) -> list[Face]:
+        """Every face in the photo, left to right, with what edits need of it computed once (crop, D's estimate,
+        x_ref); pass them back as ``faces=`` to edit again without detecting. ``whole_image``: the photo is a face."""
+        rgb = load_image(image)
+        if whole_image:
+            faces = [FaceDetector.whole_image(rgb, self.config.image_size)]
+        else:
+            self.detector = self.detector or FaceDetector()
+            faces = self.detector.detect(rgb, crop_size=self.config.image_size)
+        if faces:
+            x_real, c_org = self._prepare(rgb, faces)
+            for ds in self.schema.datasets:  # x_ref for an edit of one dataset's labels, the usual case
+                self._reference(x_real, c_org, [ds.name], faces)
+        return faces
 
     @torch.inference_mode()
     def __call__(self, image: Image.Image | str | Path | bytes, choices: Choices,
@@ -88,10 +107,10 @@ class StarGANPipeline:
                  whole_image: bool = False) -> Result:
         """Edit the faces (all, or those at ``select``) towards ``choices``; see the module docstring."""
         rgb, faces, index = self._faces(image, faces, select, whole_image)
-        x_real = align(rgb, faces, self.config.image_size)  # (N, 3, S, S) in [-1, 1]
-        c_org = self.estimate(x_real, current)  # (N, cls_dim)
+        x_real, c_est = self._prepare(rgb, faces)  # (N, 3, S, S) in [-1, 1], (N, cls_dim): kept in Face.memo
+        c_org = self.schema.target(c_est, current) if current else c_est
         c_trg, datasets = self.schema.target(c_org, choices, strength), self.schema.changed_datasets(choices)
-        x_fake, x_ref = self._translate(x_real, c_org, c_trg, datasets, detail)
+        x_fake, x_ref = self._translate(x_real, c_org, c_trg, datasets, detail, faces)
         out = paste_back(rgb, faces, x_fake, x_ref, detail=detail) if datasets else rgb  # nothing asked: the photo
         x_after = (x_real + x_fake - x_ref).clamp(-1, 1) if detail else x_fake
         crops = zip(index, faces, _to_pil(x_real), _to_pil(x_after), c_org, c_trg, strict=True)
@@ -112,9 +131,44 @@ class StarGANPipeline:
                 c_org[:, self.schema.group_slice(g.name)] = logits[:, self.schema.group_slice(g.name)].softmax(1)
         return self.schema.target(c_org, current) if current else c_org
 
+    def _prepare(self, rgb: Image.Image, faces: list[Face]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each face's aligned crop (N, 3, S, S) and D's estimate (N, cls_dim), computed once and kept in memo."""
+        memos = [self._memo(f) for f in faces]
+        new = [i for i, m in enumerate(memos) if "x_real" not in m]
+        if new:
+            x_new = align(rgb, [faces[i] for i in new], self.config.image_size)
+            for i, x, c in zip(new, x_new, self.estimate(x_new), strict=True):
+                memos[i]["x_real"], memos[i]["c_est"] = x.clone(), c.clone()
+        return torch.stack([m["x_real"] for m in memos]), torch.stack([m["c_est"] for m in memos])
+
+    def _memo(self, face: Face) -> dict:
+        """This pipeline's results for ``face``: "x_real", "c_est", "x_ref" ({(datasets, c_org bytes): x_ref})."""
+        return face.memo.setdefault(self._token, {})
+
+    def _reference(self, x_real: torch.Tensor, c_org: torch.Tensor, datasets: list[str],
+                   faces: list[Face], x_more: torch.Tensor | None = None, c_more: torch.Tensor | None = None):
+        """x_ref (N, 3, S, S): each face translated to its own labels c_org, from memo or computed now.
+
+        With ``x_more`` (M, 3, S, S) and ``c_more`` (M, cls_dim) (x_real and c_trg), their translation rides in
+        the same batched forward and is returned too: (x_ref, x_fake)."""
+        keys = [(tuple(datasets), c.numpy().tobytes()) for c in c_org]
+        refs = [self._memo(f).setdefault("x_ref", {}) for f in faces]
+        need = [i for i, (r, k) in enumerate(zip(refs, keys, strict=True)) if k not in r]
+        x_more = x_real[:0] if x_more is None else x_more
+        x = torch.cat([x_more, x_real[need]])  # (M + len(need), 3, S, S)
+        c = torch.cat([c_org[:0] if c_more is None else c_more, c_org[need]])
+        for ds in datasets if len(x) else []:  # a joint model: one dataset's labels at a time (schema order)
+            x = self.generate(x, self.schema.condition(c, ds))
+        for j, i in enumerate(need):
+            if len(refs[i]) >= 8:  # keep x_ref for a few label vectors per face (``current`` changes them)
+                del refs[i][next(iter(refs[i]))]
+            refs[i][keys[i]] = x[len(x_more) + j].clone()  # not a view that would keep the whole batch alive
+        x_ref = torch.stack([r[k] for r, k in zip(refs, keys, strict=True)])
+        return x_ref if c_more is None else (x_ref, x[:len(x_more)])
+
     def _faces(self, image, faces, select, whole_image) -> tuple[Image.Image, list[Face], list[int]]:
         rgb = load_image(image)
-        if whole_image:
+        if whole_image and faces is None:
             faces = [FaceDetector.whole_image(rgb, self.config.image_size)]
         faces = list(self.detect(rgb) if faces is None else faces)
         if not faces:
@@ -125,15 +179,18 @@ class StarGANPipeline:
         return rgb, [faces[i] for i in index], index
 
     def _translate(self, x_real: torch.Tensor, c_org: torch.Tensor, c_trg: torch.Tensor, datasets: list[str],
-                   detail: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_fake and x_ref (N, 3, S, S): one forward per changed dataset (joint models), x_ref batched along."""
+                   detail: bool, faces: list[Face]) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_fake and x_ref (N, 3, S, S): one forward per changed dataset (joint models); x_ref from the faces'
+        memo, or batched along with x_fake when a face has none yet for these labels."""
         if not datasets:  # nothing asked: nothing to run
             return x_real, x_real
-        n, x = x_real.shape[0], torch.cat([x_real, x_real]) if detail else x_real
-        for ds in datasets:  # a joint model conditions on one dataset's labels at a time (schema order)
-            c = torch.cat([c_trg, c_org]) if detail else c_trg
-            x = generate(self.G, x, self.schema.condition(c, ds), self.dtype).cpu()
-        return (x[:n], x[n:]) if detail else (x, x_real)
+        if detail:
+            x_ref, x_fake = self._reference(x_real, c_org, datasets, faces, x_real, c_trg)
+            return x_fake, x_ref
+        x = x_real
+        for ds in datasets:
+            x = self.generate(x, self.schema.condition(c_trg, ds))
+        return x, x_real
 
     @torch.inference_mode()
     def cycle(self, x_real: torch.Tensor, c_org: torch.Tensor, c_trg: torch.Tensor,
@@ -143,8 +200,8 @@ class StarGANPipeline:
         Labels are (N, cls_dim); a joint model runs in one ``dataset``'s label space (default: the first).
         """
         dataset = dataset or self.schema.datasets[0].name
-        x_fake = generate(self.G, x_real, self.schema.condition(c_trg, dataset), self.dtype)
-        x_rec = generate(self.G, x_fake, self.schema.condition(c_org, dataset), self.dtype)
+        x_fake = self.generate(x_real, self.schema.condition(c_trg, dataset))
+        x_rec = self.generate(x_fake, self.schema.condition(c_org, dataset))
         return x_fake, x_rec
 
     @torch.inference_mode()
@@ -153,20 +210,19 @@ class StarGANPipeline:
                     whole_image: bool = False) -> Image.Image:
         """The paper's figure for one photo: a row per face, the input crop then one column per domain."""
         rgb, faces, _ = self._faces(image, faces, select, whole_image)
-        x_real = align(rgb, faces, self.config.image_size)
-        device = next(self.G.parameters()).device
-        with autocast(device, self.dtype):
-            columns = translate_domains(self.G, x_real.to(device), self.estimate(x_real, current).to(device),
-                                        self.schema)
+        x_real, c_est = self._prepare(rgb, faces)
+        c_org = self.schema.target(c_est, current) if current else c_est
+        columns = translate_domains(self.generate, x_real, c_org, self.schema)
         return _grid(["Input", *(name for name, _ in columns)], [x_real, *(x.float().cpu() for _, x in columns)])
 
 
 @torch.inference_mode()
-def translate_domains(G: Generator, x_real: torch.Tensor, c_org: torch.Tensor,
+def translate_domains(G: Generator | Callable, x_real: torch.Tensor, c_org: torch.Tensor,
                       schema: DomainSchema) -> list[tuple[str, torch.Tensor]]:
     """The paper's figure as tensors: ``x_real`` (N, 3, H, W) translated to every domain, one batched forward.
 
-    ``c_org`` is (N, cls_dim); returns [(domain name, x_fake (N, 3, H, W))] in schema order.
+    ``G`` is the generator or a path from ``inference.py``; ``c_org`` is (N, cls_dim); returns
+    [(domain name, x_fake (N, 3, H, W))] in schema order.
     """
     names, conds = [], []
     for ds in schema.datasets:

@@ -1,16 +1,11 @@
-"""Running the networks fast at inference: the generator in bf16 where the hardware has it, D's classifier as matmuls.
+"""Running the networks fast at inference: threads that fit the CPU quota, and D's classifier as matmuls.
 
-Measured on 2 cores of an AVX512-BF16 CPU (``python -m stargan_core.bench infer``): bf16 autocast halves the
-128 px generator's time per face against fp32 eager, for a mean pixel error well under 1/255 (tanh output, uint8
-photo). channels_last made it slower there, and ``torch.compile`` gained under 10% for ~25 s of compilation at
-start-up, so neither is used. On a CPU without native bf16 (no AVX512-BF16 or AMX), bf16 is emulated and slower
-than fp32, so fp32 is kept. Under autocast the whole generator (convolutions, InstanceNorm, tanh) runs in bf16;
-the output is returned in fp32.
+The generator's paths (fp32, bf16, ONNX Runtime, int8) and the measurement that picks one live in ``inference.py``.
 
 Threads: torch starts one per visible core, but a container (a 2-vCPU Space on a big host) may see every core of
 the host while its cgroup quota allows two; ``fit_threads`` lowers torch's count to the quota, never raises it.
 
-The discriminator is the opposite case: few FLOPs but large weights (the last 4x4 conv alone is 2048x1024x4x4)
+The discriminator has few FLOPs but large weights (the last 4x4 conv alone is 2048x1024x4x4)
 applied to maps of 2x2 to 8x8 pixels, where oneDNN re-lays the weights out on every call. ``classify`` computes
 those convolutions as ``unfold`` + one matrix product instead (the same sums, in fp32): about 6x faster per face.
 """
@@ -18,19 +13,11 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX tiles), not by emulation."""
-    cpu = torch.cpu
-    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
-    return torch.backends.mkldnn.is_available() and any(f is not None and f() for f in checks)
 
 
 def cpu_budget(cgroup: str | Path = "/sys/fs/cgroup") -> int:
@@ -52,26 +39,6 @@ def fit_threads() -> int:
     if torch.get_num_threads() > cpu_budget():
         torch.set_num_threads(cpu_budget())
     return torch.get_num_threads()
-
-
-def best_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on CUDA that supports it and on CPUs with native bf16; fp32 otherwise (MPS included)."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager:
-    """Autocast to ``dtype`` on ``device`` (a no-op for fp32)."""
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-
-@torch.inference_mode()
-def generate(G: nn.Module, x: torch.Tensor, c: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """G(x, c) in ``dtype`` on G's device; x: (N, 3, H, W), c: (N, c_dim) -> fp32 (N, 3, H, W) on that device."""
-    device = next(G.parameters()).device
-    with autocast(device, dtype):
-        return G(x.to(device), c.to(device)).float()
 
 
 def _conv(conv: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:

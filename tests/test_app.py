@@ -211,7 +211,8 @@ def test_joint_model_shows_expressions_and_they_reach_the_generator(joint_app, t
     assert {"expression", "expression_strength"} <= set(params)
     assert component_text(joint_app.config(), "no-expressions") is None
     seen = []
-    hook = joint_app.pipeline.G.register_forward_hook(lambda m, args, out: seen.append(args[1].detach().clone()))
+    run = joint_app.pipeline.generate  # the generator on the path chosen at load (maybe not torch's G)
+    joint_app.pipeline.generate = lambda x, c: seen.append(c.clone()) or run(x, c)
     try:
         client = joint_app.client(tmp_path)
         for expression in ("Happy", "Sad"):
@@ -223,7 +224,7 @@ def test_joint_model_shows_expressions_and_they_reach_the_generator(joint_app, t
             assert torch.allclose(c[5:13].float(), want), f"{expression}: the generator got {c.tolist()}"
             assert c[13:].tolist() == [0, 1]  # the mask says: RaFD labels
     finally:
-        hook.remove()
+        joint_app.pipeline.generate = run
 
 
 def test_celeba_model_says_in_one_sentence_why_there_are_no_expressions(celeba_app, tmp_path):
@@ -240,12 +241,13 @@ def test_a_model_without_discriminator_asks_what_each_face_is_now(tmp_path):
         names = {p["parameter_name"] for p in params["parameters"]}
         assert {"now_hair", "now_gender", "now_age"} <= names
         seen = []
-        hook = app.pipeline.G.register_forward_hook(lambda m, args, out: seen.append(args[1].detach().clone()))
+        run = app.pipeline.generate  # the generator on the path chosen at load (maybe not torch's G)
+        app.pipeline.generate = lambda x, c: seen.append(c.clone()) or run(x, c)
         try:
             edit(app.client(tmp_path), ASTRONAUT, hair="Blond", now_hair="Black", now_gender="Male")
         finally:
-            hook.remove()
-        c_trg, c_org = seen[-1]  # detail mode: one batch of [c_trg; c_org] (hair 3 | Male | Young)
+            app.pipeline.generate = run
+        c_trg, c_org = seen[-1]  # detail mode, a new c_org: one batch of [c_trg; c_org] (hair 3 | Male | Young)
         assert c_org[:4].tolist() == [1, 0, 0, 1] and c_trg[:4].tolist() == [0, 1, 0, 1]
         assert c_org[4] == c_trg[4] == 0.5  # age: nobody said, so neither young nor old
     finally:

@@ -16,19 +16,21 @@ from stargan_core.checkpoint import save_release
 from stargan_core.cli import main
 from stargan_core.config import ModelConfig
 from stargan_core.domains import JOINT
-from stargan_core.faces import FaceDetector
-from stargan_core.images import ImageError
+from stargan_core.faces import FaceDetector, align
+from stargan_core.images import ImageError, load_image
+from stargan_core.inference import MAX_ERROR, PATHS, choose_path, fp32, mean_error
 from stargan_core.model import build_discriminator, build_generator
 from stargan_core.pipeline import NO_FACE, NoFaceError, StarGANPipeline
-from stargan_core.precision import classify, cpu_budget, cpu_has_native_bf16, generate
+from stargan_core.precision import classify, cpu_budget
 
 TINY = ModelConfig(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
 TINY_JOINT = ModelConfig(schema=JOINT, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
 
 
-def tiny_pipeline(cfg: ModelConfig = TINY, with_d: bool = True, detector=None, **kw) -> StarGANPipeline:
+def tiny_pipeline(cfg: ModelConfig = TINY, with_d: bool = True, detector=None, path="fp32") -> StarGANPipeline:
+    """G on the fp32 path, so hooks on G see every forward (the path choice has its own tests below)."""
     torch.manual_seed(0)
-    return StarGANPipeline(build_generator(cfg), cfg, build_discriminator(cfg) if with_d else None, detector, **kw)
+    return StarGANPipeline(build_generator(cfg), cfg, build_discriminator(cfg) if with_d else None, detector, path)
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +121,7 @@ def test_select_edits_only_the_chosen_faces(photos_dir, detected):
 
 
 def test_batched_faces_equal_one_face_at_a_time(photos_dir, detected):
-    pipe, faces = tiny_pipeline(dtype=torch.float32), detected["facenet_multiface.jpg"]
+    pipe, faces = tiny_pipeline(), detected["facenet_multiface.jpg"]
     photo = photos_dir / "facenet_multiface.jpg"
     together = pipe(photo, {"hair": "blond"}, faces=faces)
     for i in (0, 5):
@@ -200,15 +202,79 @@ def test_a_joint_model_runs_one_pass_per_changed_dataset_in_schema_order():
     assert seen == []  # nothing asked, nothing run
 
 
-@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16; the pipeline keeps fp32")
-def test_bf16_path_stays_within_two_levels_of_fp32_on_the_official_architecture():
-    cfg = ModelConfig()  # Generator(64, 5, 6) at 128 px
+def count_rows(pipe: StarGANPipeline) -> list[int]:
+    """Wrap the pipeline's generator path: the returned list gets each forward's batch size."""
+    rows, run = [], pipe.generate
+    pipe.generate = lambda x, c: rows.append(len(x)) or run(x, c)
+    return rows
+
+
+def test_a_re_edit_runs_exactly_one_generator_forward_per_face(photos_dir, detector):
+    pipe = tiny_pipeline(detector=detector)
+    rows = count_rows(pipe)
+    faces = pipe.detect(photos_dir / "facenet_multiface.jpg")  # the photo arrives: x_ref computed here, once
+    assert rows == [6]
+    first = pipe(photos_dir / "facenet_multiface.jpg", {"hair": "blond"}, faces=faces)
+    again = pipe(photos_dir / "facenet_multiface.jpg", {"hair": "black", "age": "old"}, 0.5, faces=faces)
+    pipe(photos_dir / "facenet_multiface.jpg", {"gender": "male"}, faces=faces, select=[2, 4])
+    assert rows == [6, 6, 6, 2]  # each edit: one forward of the chosen faces, x_fake only
+    fresh = tiny_pipeline()  # the same weights, nothing kept: x_fake and x_ref computed together
+    for result, choices, strength in ((first, {"hair": "blond"}, 1.0), (again, {"hair": "black", "age": "old"}, 0.5)):
+        redo = fresh(photos_dir / "facenet_multiface.jpg", choices, strength, faces=[f for f in faces])
+        assert np.array_equal(pixels(result.image), pixels(redo.image))
+    with torch.no_grad():  # the kept D estimate is D's, computed on the aligned crops
+        x_real = align(load_image(photos_dir / "facenet_multiface.jpg"), faces, 32)
+        assert torch.allclose(torch.stack([f.c_org for f in first.faces]), torch.sigmoid(pipe.D(x_real)[1]),
+                              atol=1e-5)
+
+
+def test_whole_image_faces_keep_their_reference_too():
+    pipe = tiny_pipeline(with_d=False)
+    rows, photo = count_rows(pipe), Image.new("RGB", (40, 32), "gray")
+    faces = pipe.detect(photo, whole_image=True)
+    pipe(photo, {"hair": "blond"}, faces=faces, whole_image=True)
+    pipe(photo, {"hair": "blond"}, faces=faces, whole_image=True, current={"hair": "black"})  # a new c_org
+    pipe(photo, {"hair": "brown"}, faces=faces, whole_image=True, current={"hair": "black"})
+    assert rows == [1, 1, 2, 1]  # detect; x_fake; x_fake + the new x_ref; x_fake
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_the_chosen_path_equals_fp32_within_two_levels_on_real_faces(photos_dir, detector):
+    cfg = ModelConfig()  # the paper's Generator(64, 5, 6) at 128 px
     torch.manual_seed(0)
-    G = build_generator(cfg)
-    assert StarGANPipeline(G, cfg).dtype == torch.bfloat16
-    x, c = torch.rand(2, 3, 128, 128) * 2 - 1, torch.tensor([[0.0, 1, 0, 1, 0], [1, 0, 0, 0, 1]])
-    err = (generate(G, x, c, torch.bfloat16) - generate(G, x, c, torch.float32)).abs().mean() * 127.5
-    assert err <= 2
+    G = build_generator(cfg).eval()
+    choice = choose_path(G, 128, budget_s=120)  # every candidate measured, whatever the machine's load
+    assert set(choice.seconds) | set(choice.dropped) == set(PATHS)
+    assert "onnxruntime-int8" in choice.error  # built and measured, not failed
+    photo = load_image(photos_dir / "facenet_multiface.jpg")
+    x = align(photo, detector.detect(photo, 128), 128)  # 6 real aligned faces, none of them the probe faces
+    c = torch.eye(5)[torch.arange(6) % 5]
+    with torch.no_grad():
+        x_ref = G(x, c)
+    assert mean_error(choice.run(x, c), x_ref) <= MAX_ERROR
+    assert choice.name == "fp32" or choice.seconds[choice.name] < choice.seconds["fp32"]
+
+
+def test_a_failing_or_inexact_candidate_falls_back_to_fp32(monkeypatch):
+    torch.manual_seed(0)
+    G = build_generator(TINY).eval()
+
+    def broken(G, x, c):
+        raise RuntimeError("this runtime cannot run InstanceNormalization")
+
+    def inexact(G, x, c):  # fast but wrong: a constant grey image
+        return lambda x, c: torch.zeros_like(x)
+
+    choice = choose_path(G, 32, paths={"fp32": fp32, "broken": broken, "inexact": inexact})
+    assert choice.name == "fp32" and choice.dropped["broken"].startswith("failed: RuntimeError")
+    assert choice.dropped["inexact"] == "error above 2/255" and choice.error["inexact"] > 2
+    x, c = torch.rand(2, 3, 32, 32) * 2 - 1, torch.eye(5)[:2]
+    with torch.no_grad():
+        assert torch.equal(choice.run(x, c), G(x, c))
+    monkeypatch.setattr("stargan_core.inference.PROBE", Path("/nonexistent/probe.png"))
+    assert choose_path(G, 32).name == "fp32"  # nothing to measure on: fp32, unmeasured
+    assert StarGANPipeline(G, TINY, path="broken-name").path.name == "fp32"
 
 
 # ----- loading and the CLI ---------------------------------------------------------------------------------
