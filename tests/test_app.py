@@ -272,7 +272,9 @@ def test_an_upload_given_as_a_data_url_is_decoded_by_load_image():
     data = base64.b64encode(ASTRONAUT.read_bytes()).decode()
     path = handlers.upload_path({"path": None, "url": f"data:image/jpeg;base64,{data}"})
     assert Path(path).read_bytes() == ASTRONAUT.read_bytes()
-    assert handlers.upload_path({"path": "/some/upload.png", "url": None}) == "/some/upload.png"
+    assert handlers.upload_path({"path": path, "url": None}) == path  # an upload: Gradio's cache folder
+    with pytest.raises(gr.Error, match="not a file uploaded to this app"):
+        handlers.upload_path({"path": str(ASTRONAUT), "url": None})  # a server file is never read for a visitor
 
 
 @pytest.mark.slow
