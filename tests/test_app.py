@@ -53,10 +53,10 @@ def free_port() -> int:
 class LocalApp:
     """build_demo(pipeline) served on a free local port in this process, as app.py serves it."""
 
-    def __init__(self, release: Path):
+    def __init__(self, release: Path, **build):
         model = load_model(release)
         self.pipeline = StarGANPipeline(model.G, model.config, D=model.D)
-        self.demo = build_demo(self.pipeline, model.status)
+        self.demo = build_demo(self.pipeline, model.status, **build)
         self.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                          max_file_size=MAX_UPLOAD)
         self.url = self.demo.local_url

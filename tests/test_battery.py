@@ -210,3 +210,28 @@ def test_sixteen_concurrent_edits_all_succeed(client):
     jobs = [client.submit(photo=handle_file(str(ASTRONAUT)), api_name="/edit", **s) for s in settings]
     results = [job.result(timeout=300) for job in jobs]  # raises if any of them failed
     assert len(results) == 16 and all(Image.open(r[0][1]).size == (512, 512) for r in results)
+
+
+def test_the_cache_stays_bounded_over_200_edits_of_50_photos(tmp_path, monkeypatch):
+    """Gradio's delete_cache (here every 1 s, files older than 2 s; the app's default is every 15 min, older than
+    2 h) keeps the upload/result cache to what the last few seconds made, however many photos come."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))  # this app's own cache, measured alone
+    app = LocalApp(write_tiny_release(tmp_path / "model"), cache_expiry=(1, 2))
+    photos = []
+    for i in range(50):  # 50 different photos: 192 px crops of the astronaut at different places
+        photos.append(_save(astronaut().crop((i * 6, i * 4, i * 6 + 192, i * 4 + 192)), tmp_path / f"p{i}.png"))
+    try:
+        client, written, sizes = app.client(tmp_path / "downloads"), 0, []
+        for k in range(200):
+            after, _ = edit(client, handle_file(str(photos[k % 50])), hair=("Black", "Blond")[k // 50 % 2],
+                            age=("Young", "Old")[k // 100], whole_image=True)
+            written += Path(after).stat().st_size
+            sizes.append(cache_bytes(tmp_path / "cache"))
+    finally:
+        app.close()
+    assert written > 10e6  # the results alone: what the cache would hold without expiry (plus uploads, crops)
+    assert max(sizes) < 4e6, max(sizes)  # the bound: ~3 s of edits, whatever the number of photos
+
+
+def cache_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
