@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ctypes
+import ctypes.util
 import hashlib
 import io
 import math
@@ -37,6 +39,7 @@ NO_PHOTO = "Upload a photo, take one with the webcam or pick an example first."
 NO_FACE = ("No face was found in this photo; try a clearer, front-facing one, or tick \"The whole photo is one "
            "face\" for a close-up portrait.")
 NOT_SURE = "Not sure"  # the "what the face is now" choice that leaves the estimate alone
+LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if hasattr(ctypes.CDLL(None), "malloc_trim") else None  # glibc
 MAX_STRENGTH = 1.5  # the strength sliders' range is 0..MAX_STRENGTH
 BAD_PHOTO = "The photo must be an uploaded image file (from Python: photo=handle_file(\"photo.jpg\"))."
 NOT_UPLOADED = "This photo is not a file uploaded to this app; send the image itself, with handle_file in Python."
@@ -56,6 +59,19 @@ class Session:
     faces: list  # faces.Face from pipeline.detect, re-used by every edit of this photo ([] with whole_image)
     before: str  # the photo as a PNG in Gradio's cache, the left side of the before/after slider
     last: dict = field(default_factory=dict)  # the latest edit: "face" (a FaceEdit) and "choices"
+
+
+def bound_memory(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (by default up to 8 per core, one per thread that ever ran an edit, each keeping
+    the freed images and tensors of its last request) so the server's memory stays flat under many users."""
+    if LIBC is not None:
+        LIBC.mallopt(-8, arenas)  # M_ARENA_MAX
+
+
+def release_memory() -> None:
+    """Give the freed pages of a finished request back to the system (glibc keeps them otherwise)."""
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
 
 
 @contextmanager
@@ -218,9 +234,10 @@ def edit(pipeline, session: Session, picked: list[str] | None, values: Mapping[s
     crops = [(save_png(img, f"face-{f.index + 1}-{when}"), f"Face {f.index + 1} {when}") for f in result.faces
              for img, when in ((f.before, "before"), (f.after, "after"))]  # as files: see save_bytes
     after = save_png(result.image, "stargan-edit")
-    n = len(result.faces)
-    return {"slider": (session.before, after), "download": after, "crops": crops,
-            "verdict": discriminator_view(result.faces[0]) if pipeline.D is not None else None,
+    n, verdict = len(result.faces), discriminator_view(result.faces[0]) if pipeline.D is not None else None
+    del result  # the edited photo at full size: freed now, and its pages handed back
+    release_memory()
+    return {"slider": (session.before, after), "download": after, "crops": crops, "verdict": verdict,
             "info": f"Edited {n} face{'s' * (n != 1)} in {seconds:.2f} s."}
 
 

@@ -57,6 +57,7 @@ def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE
 
     ``cache_expiry`` is Gradio's ``delete_cache`` (frequency, age) in seconds: uploads and results older than
     ``age`` are deleted every ``frequency``, so a Space that runs for weeks does not fill its disk."""
+    handlers.bound_memory()  # process-wide: few malloc arenas, so memory stays flat under concurrent users
     schema = pipeline.config.schema if pipeline is not None else CELEBA5
     has_d = pipeline is not None and pipeline.D is not None
     face_groups = [g for g in schema.groups if g.kind != "categorical"]
