@@ -153,8 +153,10 @@ def open_event(pipeline, photo: Mapping | None, whole_image: bool = False) -> tu
 
 
 def edit_event(pipeline, photo: Mapping | None, whole_image: bool, session: Session | None,
-               faces: list[str] | None, **values) -> tuple:
+               faces: list[str] | None, expiry: tuple[int, int] | None = None, **values) -> tuple:
     """The ``edit`` endpoint: (session, (before, after), download, crops, verdict, info) for the page."""
+    if expiry:
+        sweep_cache(*expiry)
     whole_image = False if whole_image is None else whole_image
     if not isinstance(whole_image, bool):
         raise gr.Error(BAD_WHOLE, print_exception=False)
@@ -330,3 +332,27 @@ def save_bytes(data: bytes, filename: str) -> str:
         tmp.write_bytes(data)
         os.replace(tmp, path)
     return str(path)
+
+
+_SWEEP = {"lock": threading.Lock(), "last": 0.0}
+
+
+def sweep_cache(every: float, age: float) -> None:
+    """At most once per ``every`` seconds, delete files older than ``age`` seconds from Gradio's cache folder.
+
+    A backstop for Gradio's ``delete_cache``, whose scheduled task iterates its set of files while requests add to
+    it: the first "set changed size during iteration" ends the task for good and the cache grows without bound.
+    """
+    now = time.time()
+    if now - _SWEEP["last"] < every or not _SWEEP["lock"].acquire(blocking=False):
+        return
+    try:
+        _SWEEP["last"] = now
+        for folder in Path(get_upload_folder()).glob("*"):
+            for f in (f for f in folder.rglob("*") if f.is_file()):
+                if now - f.stat().st_ctime > age:
+                    f.unlink(missing_ok=True)
+    except OSError:  # a file taken by a concurrent sweep or by Gradio's own: the next sweep tries again
+        pass
+    finally:
+        _SWEEP["lock"].release()

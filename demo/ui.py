@@ -116,7 +116,8 @@ def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE
 
         # ----- events: a new photo is opened (decoded, faces found) once; every control change then edits -----
         private = dict(api_visibility="private", **MODEL_WORK)
-        edit_io = dict(fn=partial(handlers.edit_event, pipeline), inputs=[photo, whole, session, picker],
+        edit_io = dict(fn=partial(handlers.edit_event, pipeline, expiry=cache_expiry),
+                       inputs=[photo, whole, session, picker],
                        outputs=[session, slider, download, crops, verdict, info], inputs_kwargs=controls,
                        preprocess=False)  # the raw upload goes to images.load_image, not to Gradio's decoder
         cycle = partial(handlers.cycle_event, pipeline)
