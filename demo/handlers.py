@@ -3,14 +3,20 @@
 Every function takes the loaded ``StarGANPipeline`` (shared by all visitors, only read) and the visitor's own
 ``Session`` (kept in ``gr.State``, never in a global). A photo is decoded and its faces are detected once, when it
 arrives; each control change then only re-runs the generator on those faces. Every error a person can cause
-becomes a one-sentence ``gr.Error``. Result images are written once, as PNG, into Gradio's cache, so the
-before/after slider and the download button serve the same lossless file.
+becomes a one-sentence ``gr.Error``, and so does every value a program can send to the ``edit`` endpoint that the
+page itself never sends (a colour that does not exist, a strength of 100, a path on the server). Result images are
+written once, as PNG in a mode browsers show, into Gradio's cache, so the before/after slider and the download
+button serve the same lossless file; Gradio's ``delete_cache`` (see ``demo/ui.py``) removes them when they expire.
 """
 from __future__ import annotations
 
 import base64
+import binascii
+import ctypes
+import ctypes.util
 import hashlib
 import io
+import math
 import os
 import threading
 import time
@@ -21,18 +27,26 @@ from pathlib import Path
 
 import gradio as gr
 import torch
-from gradio.utils import get_upload_folder
+from gradio.utils import get_upload_folder, is_in_or_equal
 from PIL import Image
 
 from stargan_core.checkpoint import CheckpointError
 from stargan_core.domains import KEEP, DomainSchema, Group
-from stargan_core.images import ImageError, load_image
+from stargan_core.images import ImageError, browser_ready, load_image
 
 NO_MODEL = "No model is loaded, so photos cannot be edited; the line at the top of the page says why."
 NO_PHOTO = "Upload a photo, take one with the webcam or pick an example first."
 NO_FACE = ("No face was found in this photo; try a clearer, front-facing one, or tick \"The whole photo is one "
            "face\" for a close-up portrait.")
 NOT_SURE = "Not sure"  # the "what the face is now" choice that leaves the estimate alone
+LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if hasattr(ctypes.CDLL(None), "malloc_trim") else None  # glibc
+MAX_STRENGTH = 1.5  # the strength sliders' range is 0..MAX_STRENGTH
+BAD_PHOTO = "The photo must be an uploaded image file (from Python: photo=handle_file(\"photo.jpg\"))."
+NOT_UPLOADED = "This photo is not a file uploaded to this app; send the image itself, with handle_file in Python."
+EXPIRED = "This photo is no longer on the server (uploads expire after a while); upload it again."
+BAD_WEBCAM = "The webcam picture could not be read; take it again or upload a photo."
+BAD_FACES = "The faces to edit must be a list of face names such as [\"Face 2\"], or empty for every face."
+BAD_WHOLE = "whole_image must be true or false."
 
 
 @dataclass
@@ -45,6 +59,19 @@ class Session:
     faces: list  # faces.Face from pipeline.detect, re-used by every edit of this photo (one with whole_image)
     before: str  # the photo as a PNG in Gradio's cache, the left side of the before/after slider
     last: dict = field(default_factory=dict)  # the latest edit: "face" (a FaceEdit) and "choices"
+
+
+def bound_memory(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (by default up to 8 per core, one per thread that ever ran an edit, each keeping
+    the freed images and tensors of its last request) so the server's memory stays flat under many users."""
+    if LIBC is not None:
+        LIBC.mallopt(-8, arenas)  # M_ARENA_MAX
+
+
+def release_memory() -> None:
+    """Give the freed pages of a finished request back to the system (glibc keeps them otherwise)."""
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
 
 
 @contextmanager
@@ -68,17 +95,36 @@ def api_name(g: Group) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in g.name.lower())
 
 
-def upload_path(payload: Mapping | str | None) -> str | None:
+def upload_path(payload: object) -> str | None:
     """The file behind an image input's raw payload (events run with ``preprocess=False``, so that
-    ``images.load_image``, not Gradio, decodes every upload); a webcam ``data:`` URL is written to the cache."""
-    if not payload or isinstance(payload, str):
-        return payload or None
-    if payload.get("path"):
-        return payload["path"]
-    url = payload.get("url") or ""
-    if url.startswith("data:") and "," in url:
-        return save_bytes(base64.b64decode(url.split(",", 1)[1]), "webcam.bin")
-    return None
+    ``images.load_image``, not Gradio, decodes every upload); a webcam ``data:`` URL is written to the cache.
+
+    Raw payloads skip Gradio's own checks, so this is where a program's bad values are refused: anything that is
+    not an upload, and any path outside Gradio's upload folder (no file on the server is read for a visitor).
+    """
+    if payload is None or payload == "":
+        return None
+    if isinstance(payload, Mapping) and not payload.get("path"):
+        return _webcam_file(str(payload.get("url") or ""))
+    path = payload.get("path") if isinstance(payload, Mapping) else payload
+    if not isinstance(path, str):
+        raise gr.Error(BAD_PHOTO, print_exception=False)
+    if not is_in_or_equal(path, get_upload_folder()):
+        raise gr.Error(NOT_UPLOADED, print_exception=False)
+    if not os.path.isfile(path):
+        raise gr.Error(EXPIRED, print_exception=False)
+    return path
+
+
+def _webcam_file(url: str) -> str:
+    """A webcam ``data:image/...;base64,...`` URL, decoded into Gradio's cache; its path."""
+    if not (url.startswith("data:") and "," in url):
+        raise gr.Error(BAD_PHOTO, print_exception=False)
+    try:
+        data = base64.b64decode(url.split(",", 1)[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise gr.Error(BAD_WEBCAM, print_exception=False) from None
+    return save_bytes(data, "webcam.bin")
 
 
 def open_photo(pipeline, path: str | None, whole_image: bool = False) -> Session:
@@ -107,13 +153,16 @@ def open_event(pipeline, photo: Mapping | None, whole_image: bool = False) -> tu
 
 
 def edit_event(pipeline, photo: Mapping | None, whole_image: bool, session: Session | None,
-               faces: list[str] | None, **values) -> tuple:
+               faces: list[str] | None, expiry: tuple[int, int] | None = None, **values) -> tuple:
     """The ``edit`` endpoint: (session, (before, after), download, crops, verdict, info) for the page."""
-    if photo is None:
-        return None, None, None, [], None, ""
+    if expiry:
+        sweep_cache(*expiry)
+    whole_image = False if whole_image is None else whole_image
+    if not isinstance(whole_image, bool):
+        raise gr.Error(BAD_WHOLE, print_exception=False)
     path = upload_path(photo)
-    if session is None or (session.key, session.whole_image) != (path, bool(whole_image)):
-        session = open_photo(pipeline, path, bool(whole_image))  # an API call, or a photo not opened yet
+    if session is None or (session.key, session.whole_image) != (path, whole_image):
+        session = open_photo(pipeline, path, whole_image)  # an API call, or a photo not opened yet
     out = edit(pipeline, session, faces, values)
     return session, out["slider"], out["download"], out["crops"], out["verdict"], out["info"]
 
@@ -122,24 +171,54 @@ def face_names(session: Session) -> list[str]:
     return [f"Face {i + 1}" for i in range(len(session.faces) or 1)]
 
 
-def picked_faces(session: Session, picked: list[str] | None) -> list[int] | None:
-    """Indices of the ticked faces; nothing ticked (or a name that is not a face) means every face."""
+def picked_faces(session: Session, picked: object) -> list[int] | None:
+    """Indices of the ticked faces; nothing ticked means every face. A name that is not a face is refused."""
+    if picked is None:
+        return None
+    if not isinstance(picked, list | tuple) or not all(isinstance(p, str) for p in picked):
+        raise gr.Error(BAD_FACES, print_exception=False)
     names = face_names(session)
-    chosen = [names.index(p) for p in picked or [] if p in names]
-    return chosen or None
+    if any(p not in names for p in picked):
+        n = len(names)
+        raise gr.Error(f"This photo has {n} face{'s' * (n != 1)}; pick faces from \"Face 1\" to \"Face {n}\" "
+                       "or none for every face.", print_exception=False)
+    return [names.index(p) for p in picked] or None
 
 
 def read_controls(schema: DomainSchema, values: Mapping[str, object]) -> tuple[dict, dict, dict]:
     """Control values keyed by API name (``hair``, ``hair_strength``, ``now_hair``, ...) -> the pipeline's
-    ``choices``, ``strength`` and ``current`` (what a person says a face is now, for models without D)."""
+    ``choices``, ``strength`` and ``current`` (what a person says a face is now, for models without D).
+
+    A value the page cannot send (an unknown option, a strength that is not a number from 0 to 1.5) is refused
+    with a sentence that says what is allowed."""
     choices, strength, current = {}, {}, {}
     for g in schema.groups:
-        name = api_name(g)
-        choices[g.name] = values.get(name) or KEEP
-        strength[g.name] = float(values.get(f"{name}_strength", 1.0) or 0.0)
-        if values.get(f"now_{name}") not in (None, "", NOT_SURE):
-            current[g.name] = values[f"now_{name}"]
+        name, title = api_name(g), group_title(g)
+        choices[g.name] = _option(values.get(name), ["Keep", *g.options()], title) or KEEP
+        strength[g.name] = _strength(values.get(f"{name}_strength"), title)
+        now = _option(values.get(f"now_{name}"), [NOT_SURE, *g.options()], f"What the face is now ({title})")
+        if now not in (None, NOT_SURE):
+            current[g.name] = now
     return choices, strength, current
+
+
+def _option(value: object, allowed: list[str], title: str) -> str | None:
+    """``value`` if it is one of ``allowed`` (any letter case), None when not given; else a one-sentence error."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or value.lower() not in {a.lower() for a in allowed}:
+        raise gr.Error(f"{title} must be one of {', '.join(allowed)}.", print_exception=False)
+    return value
+
+
+def _strength(value: object, title: str) -> float:
+    """A strength from 0 to MAX_STRENGTH (1.0 when not given); anything else is a one-sentence error."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_STRENGTH \
+            or math.isnan(value):
+        raise gr.Error(f"{title} strength must be a number from 0 to {MAX_STRENGTH}.", print_exception=False)
+    return float(value)
 
 
 def edit(pipeline, session: Session, picked: list[str] | None, values: Mapping[str, object]) -> dict:
@@ -152,12 +231,15 @@ def edit(pipeline, session: Session, picked: list[str] | None, values: Mapping[s
                           whole_image=session.whole_image)
     seconds = time.perf_counter() - start
     session.last = {"face": result.faces[0], "choices": choices}
+    if not os.path.isfile(session.before):  # expired from the cache while the visitor kept editing
+        session.before = save_png(load_image(session.source), "before")
     crops = [(save_png(img, f"face-{f.index + 1}-{when}"), f"Face {f.index + 1} {when}") for f in result.faces
              for img, when in ((f.before, "before"), (f.after, "after"))]  # as files: see save_bytes
     after = save_png(result.image, "stargan-edit")
-    n = len(result.faces)
-    return {"slider": (session.before, after), "download": after, "crops": crops,
-            "verdict": discriminator_view(result.faces[0]) if pipeline.D is not None else None,
+    n, verdict = len(result.faces), discriminator_view(result.faces[0]) if pipeline.D is not None else None
+    del result  # the edited photo at full size: freed now, and its pages handed back
+    release_memory()
+    return {"slider": (session.before, after), "download": after, "crops": crops, "verdict": verdict,
             "info": f"Edited {n} face{'s' * (n != 1)} in {seconds:.2f} s."}
 
 
@@ -230,7 +312,7 @@ def cycle(pipeline, session: Session | None) -> tuple[Image.Image, Image.Image, 
 def save_png(image: Image.Image, name: str) -> str:
     """Write ``image`` once as PNG into Gradio's cache (a folder named by content) and return its path."""
     buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)  # lossless; the fastest zlib level (~0.2 s for 2 MP)
+    browser_ready(image).save(buf, format="PNG", compress_level=1)  # lossless; the fastest zlib level (~0.2 s for 2 MP)
     return save_bytes(buf.getvalue(), f"{name}.png")
 
 
@@ -242,9 +324,35 @@ def save_bytes(data: bytes, filename: str) -> str:
     """
     folder = Path(get_upload_folder()) / hashlib.sha256(data).hexdigest()[:40]
     path = folder / filename
-    if not path.is_file():
+    if path.is_file():  # handed out again: Gradio's delete_cache ages files by ctime, so restart the clock
+        os.utime(path)
+    else:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{filename}.{os.getpid()}.{threading.get_ident()}"
         tmp.write_bytes(data)
         os.replace(tmp, path)
     return str(path)
+
+
+_SWEEP = {"lock": threading.Lock(), "last": 0.0}
+
+
+def sweep_cache(every: float, age: float) -> None:
+    """At most once per ``every`` seconds, delete files older than ``age`` seconds from Gradio's cache folder.
+
+    A backstop for Gradio's ``delete_cache``, whose scheduled task iterates its set of files while requests add to
+    it: the first "set changed size during iteration" ends the task for good and the cache grows without bound.
+    """
+    now = time.time()
+    if now - _SWEEP["last"] < every or not _SWEEP["lock"].acquire(blocking=False):
+        return
+    try:
+        _SWEEP["last"] = now
+        for folder in Path(get_upload_folder()).glob("*"):
+            for f in (f for f in folder.rglob("*") if f.is_file()):
+                if now - f.stat().st_ctime > age:
+                    f.unlink(missing_ok=True)
+    except OSError:  # a file taken by a concurrent sweep or by Gradio's own: the next sweep tries again
+        pass
+    finally:
+        _SWEEP["lock"].release()

@@ -23,6 +23,7 @@ EDIT_API = ("Edit the faces in `photo` (all of them, or those named in `faces`, 
             "chosen values; each strength goes from 0 (no change) through 1 (as trained) to 1.5. Returns the "
             "before/after PNGs, the download, each face's crops, what the discriminator thinks and the timing.")
 MODEL_WORK = dict(concurrency_id="model", concurrency_limit=2)  # at most 2 jobs on the model at once (2 vCPUs)
+CACHE_EXPIRY = (900, 7200)  # delete_cache: every 15 min, delete uploads and results older than 2 h (> session TTL)
 
 
 def _readme_link(section: str) -> str:
@@ -40,7 +41,8 @@ def _group_controls(groups) -> dict:
         with gr.Row(equal_height=True):
             controls[name] = gr.Radio(["Keep", *g.options()], value="Keep", label=handlers.group_title(g),
                                       scale=3)
-            controls[f"{name}_strength"] = gr.Slider(0, 1.5, value=1.0, step=0.05, label="Strength", scale=2)
+            controls[f"{name}_strength"] = gr.Slider(0, handlers.MAX_STRENGTH, value=1.0, step=0.05,
+                                                     label="Strength", scale=2)
     return controls
 
 
@@ -50,14 +52,18 @@ def _current_controls(groups) -> dict:
                                                     label=handlers.group_title(g)) for g in groups}
 
 
-def build_demo(pipeline, status: str = "") -> gr.Blocks:
-    """The StarGAN studio page for ``pipeline`` (None when no model could be loaded: ``status`` says why)."""
+def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> gr.Blocks:
+    """The StarGAN studio page for ``pipeline`` (None when no model could be loaded: ``status`` says why).
+
+    ``cache_expiry`` is Gradio's ``delete_cache`` (frequency, age) in seconds: uploads and results older than
+    ``age`` are deleted every ``frequency``, so a Space that runs for weeks does not fill its disk."""
+    handlers.bound_memory()  # process-wide: few malloc arenas, so memory stays flat under concurrent users
     schema = pipeline.config.schema if pipeline is not None else CELEBA5
     has_d = pipeline is not None and pipeline.D is not None
     face_groups = [g for g in schema.groups if g.kind != "categorical"]
     expression_groups = [g for g in schema.groups if g.kind == "categorical"]
 
-    with gr.Blocks(title="StarGAN studio") as demo:
+    with gr.Blocks(title="StarGAN studio", delete_cache=cache_expiry) as demo:
         session = gr.State(None, time_to_live=1800)  # this visitor's photo and faces (handlers.Session)
         classroom_open = gr.State(False)
         gr.Markdown("# StarGAN studio\nChange hair colour, gender, age or expression on your own photo with one "
@@ -110,7 +116,8 @@ def build_demo(pipeline, status: str = "") -> gr.Blocks:
 
         # ----- events: a new photo is opened (decoded, faces found) once; every control change then edits -----
         private = dict(api_visibility="private", **MODEL_WORK)
-        edit_io = dict(fn=partial(handlers.edit_event, pipeline), inputs=[photo, whole, session, picker],
+        edit_io = dict(fn=partial(handlers.edit_event, pipeline, expiry=cache_expiry),
+                       inputs=[photo, whole, session, picker],
                        outputs=[session, slider, download, crops, verdict, info], inputs_kwargs=controls,
                        preprocess=False)  # the raw upload goes to images.load_image, not to Gradio's decoder
         cycle = partial(handlers.cycle_event, pipeline)

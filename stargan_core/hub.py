@@ -8,6 +8,11 @@ comes along when it sits beside the generator (``discriminator.safetensors``, ``
 ``g_*``, or inside a training checkpoint). ``HF_HUB_OFFLINE``, ``HF_HOME``/``HF_HUB_CACHE`` and ``HF_TOKEN`` are
 read at call time (``huggingface_hub`` reads the first two once, at import). When the Hub cannot be reached the
 release shipped under ``checkpoints/`` is used and ``LoadedModel.status`` says so in one sentence.
+
+The default model's file name is not certain (the re-implementation's README says ``g_128x128-celeba.pth.tar``, its
+download script ``g_celeba-128x128.pth.tar``): when the default file is not in the repo, the repo's files are listed
+(from the Hub, or from the cached snapshot offline) and the 128 px CelebA generator is taken by ``DEFAULT_PATTERN``;
+the status sentence names the file used.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from huggingface_hub import constants, errors, hf_hub_download, try_to_load_from_cache
+from huggingface_hub import HfApi, constants, errors, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .checkpoint import CONFIG_NAME, D_WEIGHTS_NAME, WEIGHTS_NAME, CheckpointError, load_discriminator, load_generator
@@ -26,6 +31,7 @@ from .config import ModelConfig
 from .model import Discriminator, Generator
 
 DEFAULT_MODEL = "goodfellowliu/StarGAN-PyTorch:g_celeba-128x128.pth.tar"
+DEFAULT_PATTERN = re.compile(r"g_(celeba.*128|128.*celeba)[^/]*\.(pth|pth\.tar|pt|ckpt)", re.IGNORECASE)  # its G
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # releases shipped with the app
 
 
@@ -35,6 +41,10 @@ class HubError(CheckpointError):
 
 class _Unreachable(Exception):
     """The Hub could not be asked (offline mode, no connection, server error); the text says why."""
+
+
+class _NoSuchFile(HubError):
+    """The Hub answered that the repo has no such file."""
 
 
 @dataclass
@@ -65,8 +75,33 @@ def load_model(source: str | os.PathLike | None = None, revision: str | None = N
     repo_id, filename = _parse_hub_source(source)
     try:  # 3. the Hub cache, 4. a Hub download
         return _from_hub(repo_id, filename, revision)
-    except _Unreachable as e:
+    except (_Unreachable, _NoSuchFile) as e:
+        found = _default_by_pattern(repo_id, filename, revision) if source == DEFAULT_MODEL else None
+        if found is not None:
+            return _from_hub(repo_id, found, revision, f" (the default file {filename} is not in the repo, so its "
+                             "128 px CelebA generator was found by name)")
+        if isinstance(e, _NoSuchFile):
+            raise
         return _shipped_fallback(source, str(e))
+
+
+def _default_by_pattern(repo_id: str, missing: str, revision: str | None) -> str | None:
+    """The default repo's 128 px CelebA generator under another name than ``missing`` (None if there is none)."""
+    names = sorted(n for n in _repo_files(repo_id, revision) if DEFAULT_PATTERN.fullmatch(os.path.basename(n)))
+    return next((n for n in names if n != missing), None)
+
+
+def _repo_files(repo_id: str, revision: str | None) -> list[str]:
+    """The repo's file names: listed by the Hub when it can be reached, else those in the cached snapshot."""
+    if not _offline() and _resolvable():
+        try:
+            return HfApi().list_repo_files(repo_id, revision=revision)
+        except Exception:  # any Hub failure: fall back to what the cache knows, like every other lookup here
+            pass
+    repo = Path(_cache_dir()) / f"models--{repo_id.replace('/', '--')}"
+    ref = repo / "refs" / (revision or "main")
+    snapshot = repo / "snapshots" / (ref.read_text().strip() if ref.is_file() else revision or "main")
+    return [str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()] if snapshot.is_dir() else []
 
 
 def _parse_hub_source(source: str) -> tuple[str, str | None]:
@@ -211,7 +246,7 @@ def _hub_error(e: Exception, repo_id: str, filename: str, revision: str | None) 
     if isinstance(e, errors.RevisionNotFoundError):
         return HubError(f"{repo_id} has no revision '{revision}'; see the branches and tags at {url}")
     if isinstance(e, errors.RemoteEntryNotFoundError):
-        return HubError(f"{repo_id} has no file '{filename}'; see its files at {url}/tree/{revision or 'main'}")
+        return _NoSuchFile(f"{repo_id} has no file '{filename}'; see its files at {url}/tree/{revision or 'main'}")
     status = getattr(getattr(e, "response", None), "status_code", None)
     if status in (401, 403):
         return HubError(f"the Hub refused access to {repo_id} (HTTP {status}): set HF_TOKEN to a valid token")
@@ -221,7 +256,7 @@ def _hub_error(e: Exception, repo_id: str, filename: str, revision: str | None) 
     return e
 
 
-def _from_hub(repo_id: str, filename: str | None, revision: str | None) -> LoadedModel:
+def _from_hub(repo_id: str, filename: str | None, revision: str | None, why: str = "") -> LoadedModel:
     cached = try_to_load_from_cache(repo_id, filename or CONFIG_NAME, cache_dir=_cache_dir(), revision=revision)
     if filename is None or filename.endswith(".safetensors"):  # a release: config.json beside the weights
         folder = os.path.dirname(filename or "")
@@ -234,7 +269,7 @@ def _from_hub(repo_id: str, filename: str | None, revision: str | None) -> Loade
     parts = g_path.parts  # .../models--owner--name/snapshots/<commit>/<filename>
     commit = parts[parts.index("snapshots") + 1][:7] if "snapshots" in parts else revision or "main"
     source = f"{repo_id}:{filename} @ {commit}"
-    said = f"Loaded {source} from the {'Hub cache' if isinstance(cached, str) else 'Hugging Face Hub'}"
+    said = f"Loaded {source} from the {'Hub cache' if isinstance(cached, str) else 'Hugging Face Hub'}{why}"
     return _from_file(g_path, d_path, source, said)
 
 

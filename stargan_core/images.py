@@ -2,8 +2,9 @@
 
 Every failure is an ``ImageError`` whose message is one sentence a non-expert understands: a non-image, a damaged
 file, a decompression bomb or a photo over ``MAX_PIXELS``. 16-bit, palette, CMYK, grayscale and transparent
-images are converted faithfully (transparency onto white), and ``restore_mode`` turns the edited RGB result back
-into the upload's mode (grayscale stays grayscale, alpha is put back).
+images are converted faithfully (transparency onto white), ``restore_mode`` turns the edited RGB result back
+into the upload's mode (grayscale stays grayscale, alpha is put back), and ``browser_ready`` gives any mode Pillow
+decodes (CMYK, float, 32-bit integer) one that PNG stores and every browser shows.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 MAX_PIXELS = 36_000_000  # uploads above this are refused (decompression bombs included)
+BROWSER_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}  # modes PNG stores and every browser displays
 
 
 class ImageError(ValueError):
@@ -85,3 +87,15 @@ def restore_mode(rgb_image: Image.Image, like: Image.Image) -> Image.Image:
         return out.convert(like.mode)
     except ValueError:  # modes PIL cannot make from RGB (LAB, HSV): RGB is the honest answer
         return out
+
+
+def browser_ready(image: Image.Image) -> Image.Image:
+    """``image`` in a mode PNG stores and browsers show: float -> 8-bit gray (0..255, our float convention),
+    32-bit integer -> 16-bit gray, CMYK/YCbCr/LAB/HSV -> RGB, other alpha modes -> RGBA."""
+    if image.mode in BROWSER_MODES:
+        return image
+    if image.mode == "F":
+        return Image.fromarray(np.clip(np.nan_to_num(np.asarray(image)), 0, 255).round().astype(np.uint8))
+    if image.mode[0] == "I":  # "I" as restore_mode makes it (0..65535), big-endian "I;16B", ...
+        return Image.fromarray(np.clip(np.asarray(image, np.int64), 0, 65535).astype(np.uint16))
+    return image.convert("RGBA" if image.mode in ("PA", "RGBa") else "RGB")

@@ -53,10 +53,10 @@ def free_port() -> int:
 class LocalApp:
     """build_demo(pipeline) served on a free local port in this process, as app.py serves it."""
 
-    def __init__(self, release: Path):
+    def __init__(self, release: Path, **build):
         model = load_model(release)
         self.pipeline = StarGANPipeline(model.G, model.config, D=model.D)
-        self.demo = build_demo(self.pipeline, model.status)
+        self.demo = build_demo(self.pipeline, model.status, **build)
         self.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                          max_file_size=MAX_UPLOAD)
         self.url = self.demo.local_url
@@ -274,7 +274,9 @@ def test_an_upload_given_as_a_data_url_is_decoded_by_load_image():
     data = base64.b64encode(ASTRONAUT.read_bytes()).decode()
     path = handlers.upload_path({"path": None, "url": f"data:image/jpeg;base64,{data}"})
     assert Path(path).read_bytes() == ASTRONAUT.read_bytes()
-    assert handlers.upload_path({"path": "/some/upload.png", "url": None}) == "/some/upload.png"
+    assert handlers.upload_path({"path": path, "url": None}) == path  # an upload: Gradio's cache folder
+    with pytest.raises(gr.Error, match="not a file uploaded to this app"):
+        handlers.upload_path({"path": str(ASTRONAUT), "url": None})  # a server file is never read for a visitor
 
 
 @pytest.mark.slow

@@ -260,7 +260,7 @@ class _FakeHub(http.server.BaseHTTPRequestHandler):
 
     def _answer(self, body: bool) -> None:
         self.auth.append(self.headers.get("Authorization"))
-        data = self.files.get(self.path)
+        data = self.files.get(self.path.split("?")[0])  # the file listing comes with ?recursive=...
         if data is None:
             (status, headers), data = self.reply, b""
         else:
@@ -330,6 +330,43 @@ def test_a_download_fills_the_cache_and_the_next_load_makes_no_request(fake_hub,
     again = hub.load_model(source)
     assert "from the Hub cache" in again.status and len(fake_hub.auth) == asked  # no request the second time
     assert torch.equal(g_output(again), g_output(loaded))
+
+
+DEFAULT_REPO, DEFAULT_FILE = hub.DEFAULT_MODEL.split(":")
+
+
+@pytest.mark.parametrize("name", [DEFAULT_FILE, "g_128x128-celeba.pth.tar"])  # the script's name, the README's
+def test_the_default_model_is_found_under_either_of_its_names(fake_hub, tmp_path, name):
+    g, d, sd = lornatang_files(tmp_path / "w")
+    listing = [{"type": "file", "path": n, "size": 1, "oid": "0" * 40} for n in ("README.md", "d_" + name[2:], name)]
+    fake_hub.files = {f"/{DEFAULT_REPO}/resolve/main/{name}": g.read_bytes(),
+                      f"/{DEFAULT_REPO}/resolve/main/d_{name[2:]}": d.read_bytes(),
+                      f"/api/models/{DEFAULT_REPO}/tree/main": json.dumps(listing).encode()}
+    loaded = hub.load_model()
+    assert not loaded.fallback and loaded.D is not None and loaded.source == f"{DEFAULT_REPO}:{name} @ aaaaaaa"
+    assert torch.allclose(g_output(loaded), reference_generator(sd, X, C, 1), atol=1e-5)
+    said = f"(the default file {DEFAULT_FILE} is not in the repo, so its 128 px CelebA generator was found by name)"
+    assert (said in loaded.status) == (name != DEFAULT_FILE), loaded.status
+    assert loaded.status.startswith(f"Loaded {DEFAULT_REPO}:{name} @ aaaaaaa from the Hugging Face Hub")
+    assert loaded.status.count(". ") == 0 and loaded.status.endswith("attributes.")
+    offline = hub.load_model()  # the next start, from the cache, finds it again by name without asking the Hub
+    assert offline.source == loaded.source and "from the Hub cache" in offline.status
+
+
+def test_the_default_found_by_name_in_the_cache_when_offline(hf_home, tmp_path):
+    g, d, sd = lornatang_files(tmp_path / "w")
+    fill_cache(hf_home, DEFAULT_REPO, {"g_128x128-celeba.pth.tar": g, "d_128x128-celeba.pth.tar": d})
+    loaded = hub.load_model()
+    assert not loaded.fallback and loaded.source == f"{DEFAULT_REPO}:g_128x128-celeba.pth.tar @ aaaaaaa"
+    assert "found by name" in loaded.status and loaded.D is not None
+
+
+def test_a_default_repo_without_any_celeba_generator_says_so(fake_hub, tmp_path):
+    release(tmp_path / "checkpoints" / "shipped")  # a Hub that answers "no such file" is reported, not papered over
+    fake_hub.files = {f"/api/models/{DEFAULT_REPO}/tree/main": json.dumps(
+        [{"type": "file", "path": "g_rafd-128x128.pth.tar", "size": 1, "oid": "0" * 40}]).encode()}
+    with pytest.raises(hub.HubError, match=f"has no file '{DEFAULT_FILE}'"):
+        hub.load_model()
 
 
 def test_hf_token_is_sent_to_the_hub(fake_hub, monkeypatch):
