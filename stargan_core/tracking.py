@@ -4,8 +4,8 @@ MTCNN costs more than the generator on a webcam frame, so ``FaceTracker`` runs i
 In between it follows each face by phase correlation: the face's box (grown by half) in the frame where it was
 detected and the same region of the new frame, both grey and shrunk to at most 96 px, give the shift, and the
 detected face (box, landmarks, alignment) is moved by it. Measuring from the detected frame, not the previous
-one, keeps small errors from adding up over frames. The landmarks are reused as long as the face moves little; a shift larger than ``max_move`` of
-the box side (a face that jumped, turned or left) triggers a detection at once.
+one, keeps small errors from adding up over frames. The landmarks are reused as long as the face moves little;
+a shift larger than ``max_move`` of the box side (a face that jumped, turned or left) triggers a detection at once.
 """
 from __future__ import annotations
 

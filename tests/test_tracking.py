@@ -44,7 +44,7 @@ def test_shift_face_moves_its_crop_with_it(detector):
     assert moved.landmarks == pytest.approx(face.landmarks + [12, -6])
     same = (align(f0, [face], 64) - align(f1, [moved], 64)).abs().mean()
     stale = (align(f0, [face], 64) - align(f1, [face], 64)).abs().mean()
-    assert same < 0.03 and stale > 5 * same, (same, stale)  # [-1, 1] units: the moved face crops the same pixels; the stale one does not
+    assert same < 0.03 and stale > 5 * same, (same, stale)  # the moved face crops the same pixels
 
 
 def test_detection_runs_every_n_frames_and_the_faces_follow_the_shift(detector):
@@ -59,7 +59,8 @@ def test_detection_runs_every_n_frames_and_the_faces_follow_the_shift(detector):
         assert faces[0].landmarks == pytest.approx(tracked[key][0].landmarks + [3 * (k - key), 2 * (k - key)],
                                                    abs=1.0), k
     crops = [align(f, fs, 64) for f, fs in zip(frames(offsets), tracked, strict=True)]
-    assert max(float((c - crops[0]).abs().mean()) for c in crops[1:5]) < 0.03  # the same face, wherever it moved
+    stale = float((align(frames(offsets)[4], tracked[0], 64) - crops[0]).abs().mean())  # frame 0's face on frame 4
+    assert max(float((c - crops[0]).abs().mean()) for c in crops[1:5]) < 0.05 < 0.1 < stale  # followed, not stale
 
 
 def test_a_face_that_jumps_is_detected_again_at_once(detector):
