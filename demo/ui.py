@@ -13,8 +13,11 @@ from pathlib import Path
 import gradio as gr
 
 from stargan_core.domains import CELEBA5
+from stargan_core.learn import Lesson
 
 from . import handlers
+from .learn_tab import build_learn_tab
+from .mirror import build_mirror_tab
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 CLASSROOM = (Path(__file__).resolve().parent / "classroom.md").read_text()
@@ -113,6 +116,11 @@ def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE
                 x_rec = gr.Image(label="G(G(x, c_trg), c_org): and back", interactive=False, height=200)
             rec_error = gr.Markdown()
             gr.Markdown(CLASSROOM)
+        with gr.Tabs():  # live in the classroom: the webcam mirror, and one StarGAN learning for the whole server
+            with gr.Tab("Webcam mirror", id="mirror"):
+                build_mirror_tab(pipeline, schema)
+            with gr.Tab("Watch it learn", id="learn"):
+                build_learn_tab(Lesson())
 
         # ----- events: a new photo is opened (decoded, faces found) once; every control change then edits -----
         private = dict(api_visibility="private", **MODEL_WORK)

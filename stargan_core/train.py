@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -183,8 +183,12 @@ def _sample(G: Generator, fixed: list, schema: DomainSchema, path: Path) -> None
     G.train()
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train G and D as in the paper; see the module docstring. Returns the nets, the step and last losses."""
+def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | None = None) -> TrainResult:
+    """Train G and D as in the paper; see the module docstring. Returns the nets, the step and last losses.
+
+    ``monitor(step, G, logs)``, if given, is called after every step (``stargan_core.learn`` watches a run with
+    it); returning True stops the run like Ctrl-C (finish the step, save, return). It must not touch G's weights.
+    """
     # ----- setup: processes, device, data, networks, optimisers, resume -------------------------------------------
     cfg = resume_config(cfg) if cfg.resume else cfg
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -273,6 +277,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 logs.update({k + (f"/{name}" if len(streams) > 1 else ""): v for k, v in step_logs.items()})
 
             # ----- NaN/inf guard, log, sample, checkpoint ------------------------------------------------------------
+            if monitor is not None and monitor(step + 1, G, logs):
+                stop.set()
             done, stopping = step + 1, _any_rank(stop.is_set(), world, device)
             saving = done % cfg.ckpt_every == 0 or done == cfg.num_iters or stopping
             if done % cfg.log_every == 0 or saving:
