@@ -9,8 +9,9 @@ the process's peak memory. Timings are medians over interleaved repeats, so a bu
 on a shared machine ``--threads 1 --cpu-time`` gives figures that other processes do not inflate.
 
 ``train`` times the training loop's own update (``train.update``: a D step, and a G step every ``n_critic``)
-on random CelebA-shaped batches, for the paper's 128 px config and a tiny one, on the current device; an
-iteration is averaged over whole ``n_critic`` periods, so it matches what the progress bar shows.
+on real CelebA batches, two ways: the plain path (fp32, eager, JPEGs decoded per step as the official code does)
+and the project's (images decoded once into a uint8 cache on the device), and prints images/s and their ratio;
+an iteration is averaged over whole ``n_critic`` periods, so it matches what the progress bar shows.
 
 ``serve`` starts ``app.py`` in its own process (the paper's 128 px nets with random weights, or ``--model``), runs
 N concurrent ``gradio_client`` users that each edit photos through the ``/edit`` endpoint, and prints latency
@@ -25,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -130,13 +132,15 @@ def _end_to_end(pipe, repeats: int) -> None:
 
 
 TRAIN_CONFIGS = {  # name -> TrainConfig overrides
-    "paper-128px": {},
-    "tiny-32px": dict(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3, batch_size=8),
+    "shipped": dict(d_conv_dim=32),  # checkpoints/celeba128: the paper's G at 128 px, D at half width
+    "paper": {},
+    "tiny": dict(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3, batch_size=8),
 }
 
 
-def time_train(cfg, device: torch.device, periods: int = 1) -> float:
-    """Seconds per iteration of ``train.update`` for a ``TrainConfig`` on ``device`` (after a warm-up period)."""
+def time_train(cfg, device: torch.device, batches, periods: int = 1) -> float:
+    """Seconds per iteration of ``train.update`` for a ``TrainConfig`` on ``device``, each step drawing its batch
+    from ``batches`` (an iterator of ``(x, labels)``), after one warm-up ``n_critic`` period."""
     import contextlib
 
     from .config import ModelConfig
@@ -153,36 +157,47 @@ def time_train(cfg, device: torch.device, periods: int = 1) -> float:
     nets = Nets(torch.compile(G) if cfg.compile and device.type == "cuda" else G, D)
     amp = (lambda: torch.autocast(device.type, torch.bfloat16)) if cfg.bf16 and device.type == "cuda" \
         else contextlib.nullcontext
-    x = torch.rand(cfg.batch_size, 3, cfg.image_size, cfg.image_size) * 2 - 1  # (N, 3, S, S) like real data
-    labels = (torch.rand(cfg.batch_size, CELEBA5.cls_dim) > 0.5).float()
-    batch = make_batch(x, labels, CELEBA5, "celeba", torch.Generator().manual_seed(0), device)
+    gen = torch.Generator().manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for period in range(1 + periods):
-        if period == 1:  # the first period warms up (allocations, cudnn autotune, compilation)
+        if period == 1:  # the first period warms up (allocations, cudnn autotune, compilation, loader workers)
             sync()
             t0 = time.perf_counter()
         for i in range(cfg.n_critic):
+            x, labels = next(batches)
+            batch = make_batch(x, labels, CELEBA5, "celeba", gen, device)
             update(nets, d_opt, g_opt, batch, cfg, i == cfg.n_critic - 1, amp)
     sync()
     return (time.perf_counter() - t0) / (periods * cfg.n_critic)
 
 
 def train(args: argparse.Namespace) -> None:
-    """Seconds per training iteration for each config in ``TRAIN_CONFIGS``."""
+    """Images per second of the plain path (fp32, eager, JPEGs decoded per step by a one-worker loader, as the
+    official code trains) and of the project's (images decoded once into a uint8 cache on the device, cuDNN
+    autotuning), on real CelebA images, and their ratio."""
     from .config import TrainConfig
-    from .train import pick_device
+    from .data import ImageLabels, StepSampler, read_celeba
+    from .train import batches, pick_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, device {device} ({where}), bf16={args.bf16}, compile={args.compile}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    for name, overrides in TRAIN_CONFIGS.items():
-        cfg = TrainConfig(**{**overrides, "bf16": args.bf16, "compile": args.compile})
-        s = time_train(cfg, device, args.periods)
-        print(f"  {name:<12} batch {cfg.batch_size:3d}: {s:8.4f} s/iter ({cfg.batch_size / s:7.1f} images/s, "
-              f"{s * cfg.num_iters / 3600:7.1f} h for {cfg.num_iters} iterations)", flush=True)
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; data {args.data}")
+    records, _ = read_celeba(args.data, ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"])
+    for name in args.config:
+        cfg = TrainConfig(**{**TRAIN_CONFIGS[name], "bf16": args.bf16, "compile": args.compile})
+        ds = ImageLabels(records[:max(64, cfg.batch_size * 4 * (1 + args.periods) * cfg.n_critic)], cfg.image_size,
+                         178)
+        sampler = StepSampler(len(ds), cfg.batch_size, cfg.seed)
+        secs = {path: time_train(cfg, device, batches(ds, sampler, replace(cfg, cache=path == "project",
+                                                                           num_workers=1), device, None),
+                                 args.periods) for path in ("plain", "project")}
+        ips = {path: cfg.batch_size / s for path, s in secs.items()}
+        print(f"  {name:<8} {cfg.image_size} px, batch {cfg.batch_size}: plain {secs['plain']:.4f} s/iter "
+              f"({ips['plain']:.1f} images/s), project {secs['project']:.4f} s/iter ({ips['project']:.1f} images/s)"
+              f": {ips['project'] / ips['plain']:.2f}x", flush=True)
 
 
 def _write_bench_release(folder: Path) -> Path:
@@ -278,9 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-time", action="store_true", help="CPU seconds instead of wall clock: figures that other "
                    "processes on a shared machine do not inflate (use with --threads 1)")
     p.set_defaults(func=infer)
-    p = sub.add_parser("train", help="seconds per training iteration, paper 128 px and tiny configs")
+    p = sub.add_parser("train", help="training images/s: plain (decode per step) vs the project's path")
     p.add_argument("--device", default="auto", help="auto = cuda > mps > cpu")
     p.add_argument("--periods", type=int, default=1, help="timed n_critic periods (5 iterations each)")
+    p.add_argument("--config", nargs="+", default=["shipped"], choices=list(TRAIN_CONFIGS))
+    p.add_argument("--data", default=str(PHOTOS.parent / "celeba_subset"), help="a CelebA folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
