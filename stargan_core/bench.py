@@ -253,7 +253,7 @@ def blend(args: argparse.Namespace) -> None:
     """Square vs head-shaped paste-back per photo: leak outside the head, speckle inside it, edit survival."""
     import numpy as np
 
-    from .blend import paste_back
+    from .blend import head_masks, paste_back
     from .classifier import decide, load_classifier
     from .faces import align
     from .images import load_image
@@ -268,9 +268,9 @@ def blend(args: argparse.Namespace) -> None:
     names = args.photos or sorted(p.name for p in PHOTOS.iterdir() if p.suffix in (".jpg", ".png"))
     print(f"model: {pipe.status or args.model} ({size} px); classifier: {args.classifier or 'none'}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'photo':<26}{'faces':>5}{'edits':>6}   outside head, mean |change|   Laplacian energy in head"
-          f"   paste-back s\n{'':<37}{'square':>12}{'head':>10}{'square':>14}{'head':>8}{'cut':>7}"
-          f"{'square':>9}{'head':>7}")
+    print(f"{'photo':<26}{'faces':>5}{'edits':>6}  outside head: mean |change|   Laplacian energy in head: photo"
+          f" px | model px   paste-back s\n{'':<37}{'square':>11}{'head':>8}{'square':>12}{'head':>8}{'cut':>6}"
+          f"{'square':>9}{'head':>8}{'cut':>6}{'square':>9}{'head':>6}")
     survive = {"raw crop": [], "square": [], "head": []}
     for name in names:
         rgb = load_image(PHOTOS / name)
@@ -294,7 +294,9 @@ def blend(args: argparse.Namespace) -> None:
             d = {k: torch.from_numpy(np.asarray(v, np.float32).copy()).permute(2, 0, 1) - before
                  for k, v in outs.items()}
             rows.append([float(d[k].abs().mean(0)[outside].mean()) if outside.any() else 0.0 for k in d]
-                        + [_laplacian_energy(d[k], inside) for k in d])
+                        + [_laplacian_energy(d[k], inside) for k in d]
+                        + [_laplacian_energy(torch.cat(list((align(outs[k], faces, size) - x_real) * 127.5), -1),
+                                             torch.cat(list(head_masks(faces, size)[:, 0]), -1) >= 0.5) for k in d])
             if args.pictures and t_name.lower().startswith("blond"):
                 _side_by_side(rgb, outs, faces, Path(args.pictures) / f"{Path(name).stem}_blond.png")
             if clf:
@@ -308,9 +310,9 @@ def blend(args: argparse.Namespace) -> None:
                         got = _survived(pipe.detector, clf, idx, ds, out, faces, group.name, want)
                         survive[k] += [g for g, e in zip(got, edit.tolist(), strict=True) if e]
         r = np.mean(rows, 0)
-        print(f"{name:<26}{len(faces):>5}{len(rows):>6}{r[0]:>12.2f}{r[1]:>10.2f}{r[2]:>14.1f}{r[3]:>8.1f}"
-              f"{1 - r[3] / r[2]:>7.0%}{statistics.median(times['square']):>9.2f}"
-              f"{statistics.median(times['head']):>7.2f}", flush=True)
+        print(f"{name:<26}{len(faces):>5}{len(rows):>6}{r[0]:>11.2f}{r[1]:>8.2f}{r[2]:>12.1f}{r[3]:>8.1f}"
+              f"{1 - r[3] / r[2]:>6.0%}{r[4]:>9.1f}{r[5]:>8.1f}{1 - r[5] / r[4]:>6.0%}"
+              f"{statistics.median(times['square']):>9.2f}{statistics.median(times['head']):>6.2f}", flush=True)
     if clf:
         n = len(survive["raw crop"])
         print(f"\nedit survives (classifier finds the target on the re-detected, re-aligned face), {n} face edits "

@@ -44,9 +44,8 @@ def head_mask(face: Face, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     if m == 0:  # degenerate landmarks: fall back on the template's
         down, m = np.array([0.0, 1.0]) * 0.234 * face.crop_size, 0.234 * face.crop_size
     cx, cy = eyes.mean(0) - HEAD_RISE * down
-    cos, sin = down[1] / m, -down[0] / m  # rotation taking "down" onto +y
-    du, dv = u - cx, v - cy
-    x, y = cos * du - sin * dv, sin * du + cos * dv  # coordinates along the head's own axes
+    (dx, dy), du, dv = down / m, u - cx, v - cy
+    x, y = du * dy - dv * dx, du * dx + dv * dy  # coordinates across and along the head's own "down" axis
     rho = torch.sqrt((x / (HEAD_HALF_W * m)) ** 2 + (y / (HEAD_HALF_H * m)) ** 2)  # 1 on the ellipse
     r = ((1 - rho) / FEATHER).clamp(0, 1)
     return r * r * (3 - 2 * r)
