@@ -1,4 +1,4 @@
-"""Benchmarks, measured rather than assumed: ``python -m stargan_core.bench {infer,...}``.
+"""Benchmarks, measured rather than assumed: ``python -m stargan_core.bench {infer,train,blend}``.
 
 ``infer`` prints the path the pipeline chose at load (``inference.choose_path``) with each candidate's time, times
 the official 128 px generator ``Generator(64, 5, 6)`` (random weights, or a model given with ``--model``) the
@@ -16,6 +16,13 @@ an iteration is averaged over whole ``n_critic`` periods, so it matches what the
 ``serve`` starts ``app.py`` in its own process (the paper's 128 px nets with random weights, or ``--model``), runs
 N concurrent ``gradio_client`` users that each edit photos through the ``/edit`` endpoint, and prints latency
 percentiles, throughput and the server's peak RSS (``VmHWM``) for N = 1, 8, 16.
+
+``blend`` measures the head-shaped, denoised, edge-aware paste-back (``blend.paste_back``) against the square one
+it replaced, on every photo of ``../shared/data/photos`` with a face and each of the paper's test edits: the mean
+change in the crop square outside the head mask, the high-frequency (Laplacian) energy of the pasted change inside
+the head, and how often an attribute classifier still finds the target attribute after re-detecting and
+re-aligning the edited photo (against the classifier on the model's raw crop). ``--pictures DIR`` saves
+before / square / head-shaped side-by-sides.
 """
 from __future__ import annotations
 
@@ -282,6 +289,173 @@ def _serve_round(pid, url, n, edits, photos, Client, handle_file, pool, tmp) -> 
           f"{_server_kib(pid, 'VmRSS') / 1024:5.0f} MiB", flush=True)
 
 
+def _square_paste_back(image, faces, x_fake, x_ref):
+    """The paste-back before ``blend.py`` (detail mode), kept as the baseline: the raw change x_fake - x_ref,
+    upsampled bicubic, through a square mask feathered over 10% of the crop side."""
+    from PIL import Image
+
+    from .faces import _at_size, _footprint, _sample, _to_tensor
+
+    size = x_fake.shape[-1]
+    t = torch.arange(size) + 0.5
+    r = ((torch.minimum(t, size - t) - 1) / (0.1 * size)).clamp(0, 1)
+    r = r * r * (3 - 2 * r)
+    feather = (r[:, None] * r[None, :])[None]  # (1, s, s)
+    faces = [_at_size(f, size) for f in faces]
+    boxes = [_footprint(f, image.size) for f in faces]
+    X0, Y0, X1, Y1 = (f(b[i] for b in boxes) for f, i in ((min, 0), (min, 1), (max, 2), (max, 3)))
+    photo = _to_tensor(image.crop((X0, Y0, X1, Y1)))
+    num, den = torch.zeros_like(photo), torch.zeros_like(photo[:1])
+    for face, s, (x0, y0, x1, y1) in zip(faces, (x_fake - x_ref) * 127.5, boxes, strict=True):
+        if x1 <= x0 or y1 <= y0:
+            continue
+        to_crop = face.matrix + face.matrix[:, :2] @ [[0, 0, x0], [0, 0, y0]]
+        mask = _sample(feather, to_crop, (y1 - y0, x1 - x0), "bilinear", "zeros")
+        part = (slice(None), slice(y0 - Y0, y1 - Y0), slice(x0 - X0, x1 - X0))
+        num[part] += mask * _sample(s, to_crop, (y1 - y0, x1 - x0), "bicubic", "zeros")
+        den[part] += mask
+    out = (photo + den.clamp(max=1) * num / den.clamp(min=1e-8)).round().clamp(0, 255)
+    result = image.copy()
+    result.paste(Image.fromarray(out.permute(1, 2, 0).numpy().astype("uint8")), (X0, Y0))
+    return result
+
+
+def _regions(image, faces, size: int):
+    """(H, W) bool maps of the photo: inside some face's crop square, and inside some head mask (>= 0.5)."""
+    from .blend import _crop_coords, head_mask
+    from .faces import _at_size
+
+    square = torch.zeros(image.height, image.width, dtype=torch.bool)
+    head = torch.zeros(image.height, image.width)
+    for f in (_at_size(f, size) for f in faces):
+        u, v = _crop_coords(f.matrix, (image.height, image.width))
+        square |= (u >= 0) & (u < size) & (v >= 0) & (v < size)
+        head = torch.maximum(head, head_mask(f, u, v).float())
+    return square, head
+
+
+def _laplacian_energy(d: torch.Tensor, where: torch.Tensor) -> float:
+    """Mean squared 4-neighbour Laplacian of d (3, H, W) (levels^2) over the pixels ``where`` (H, W)."""
+    k = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
+    lap = torch.nn.functional.conv2d(d[None], k, padding=1, groups=3)[0]
+    return float((lap ** 2).mean(0)[where].mean()) if where.any() else 0.0
+
+
+def _survived(detector, clf, idx, spec, edited, faces, group, want) -> list[bool]:
+    """Whether the classifier finds ``want`` for ``group`` on every face re-detected and re-aligned in ``edited``."""
+    import numpy as np
+
+    from .classifier import decide
+    from .faces import align
+
+    found = detector.detect(edited, crop_size=clf.image_size)
+    centres = np.array([(f.box[:2] + f.box[2:]) / 2 for f in found]).reshape(-1, 2)
+    ok = []
+    for i, face in enumerate(faces):
+        c, w = (face.box[:2] + face.box[2:]) / 2, face.box[2] - face.box[0]
+        near = np.hypot(*(centres - c).T) if len(found) else np.array([np.inf])
+        if near.min() > w / 2:  # the face is no longer found: the edit did not survive
+            ok.append(False)
+            continue
+        x = align(edited, [found[int(near.argmin())]], clf.image_size)
+        ok.append(bool(decide(clf.probs(x)[:, idx], spec)[group][0] == want[i]))
+    return ok
+
+
+def blend(args: argparse.Namespace) -> None:
+    """Square vs head-shaped paste-back per photo: leak outside the head, speckle inside it, edit survival."""
+    import numpy as np
+
+    from .blend import head_masks, paste_back
+    from .classifier import decide, load_classifier
+    from .faces import align
+    from .images import load_image
+    from .pipeline import StarGANPipeline
+    from .precision import generate
+
+    pipe = StarGANPipeline.from_pretrained(args.model)  # None: load_model's own choice, offline the shipped model
+    schema, size = pipe.config.schema, pipe.config.image_size
+    ds = schema.datasets[0]
+    clf = load_classifier(args.classifier) if args.classifier else None
+    idx = [clf.spec.labels.index(lab) for lab in ds.labels] if clf else None
+    names = args.photos or sorted(p.name for p in PHOTOS.iterdir() if p.suffix in (".jpg", ".png"))
+    print(f"model: {pipe.status or args.model} ({size} px); classifier: {args.classifier or 'none'}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'photo':<26}{'faces':>5}{'edits':>6}  outside head: mean |change|   Laplacian energy in head: photo"
+          f" px | model px   paste-back s\n{'':<37}{'square':>11}{'head':>8}{'square':>12}{'head':>8}{'cut':>6}"
+          f"{'square':>9}{'head':>8}{'cut':>6}{'square':>9}{'head':>6}")
+    survive = {"raw crop": [], "square": [], "head": []}
+    for name in names:
+        rgb = load_image(PHOTOS / name)
+        faces = pipe.detect(rgb)
+        if not faces:
+            continue
+        x_real = align(rgb, faces, size)
+        c_org = pipe.estimate(x_real)
+        x_ref = generate(pipe.G, x_real, schema.condition(c_org, ds.name), pipe.dtype).cpu()
+        square, head = _regions(rgb, faces, size)
+        outside, inside = square & (head == 0), head >= 0.5
+        before = torch.from_numpy(np.asarray(rgb, np.float32).copy()).permute(2, 0, 1)
+        rows, times = [], {"square": [], "head": []}
+        for t_name, c_trg in schema.paper_targets(c_org, ds.name):
+            x_fake = generate(pipe.G, x_real, schema.condition(c_trg, ds.name), pipe.dtype).cpu()
+            outs = {}
+            for kind, fn in (("square", _square_paste_back), ("head", paste_back)):
+                t0 = time.perf_counter()
+                outs[kind] = fn(rgb, faces, x_fake, x_ref)
+                times[kind].append(time.perf_counter() - t0)
+            d = {k: torch.from_numpy(np.asarray(v, np.float32).copy()).permute(2, 0, 1) - before
+                 for k, v in outs.items()}
+            rows.append([float(d[k].abs().mean(0)[outside].mean()) if outside.any() else 0.0 for k in d]
+                        + [_laplacian_energy(d[k], inside) for k in d]
+                        + [_laplacian_energy(torch.cat(list((align(outs[k], faces, size) - x_real) * 127.5), -1),
+                                             torch.cat(list(head_masks(faces, size)[:, 0]), -1) >= 0.5) for k in d])
+            if args.pictures and t_name.lower().startswith("blond"):
+                _side_by_side(rgb, outs, faces, Path(args.pictures) / f"{Path(name).stem}_blond.png")
+            if clf:
+                group = max(ds.groups, key=lambda g: float((c_trg - c_org)[:, schema.group_slice(g.name)].abs().sum()))
+                want = decide(c_trg, ds)[group.name]
+                edit = decide(clf.probs(x_real)[:, idx], ds)[group.name] != want  # the judge sees a change to make
+                if edit.any():
+                    raw = decide(clf.probs(x_fake)[:, idx], ds)[group.name] == want
+                    survive["raw crop"] += raw[edit].tolist()
+                    for k, out in outs.items():
+                        got = _survived(pipe.detector, clf, idx, ds, out, faces, group.name, want)
+                        survive[k] += [g for g, e in zip(got, edit.tolist(), strict=True) if e]
+        r = np.mean(rows, 0)
+        print(f"{name:<26}{len(faces):>5}{len(rows):>6}{r[0]:>11.2f}{r[1]:>8.2f}{r[2]:>12.1f}{r[3]:>8.1f}"
+              f"{1 - r[3] / r[2]:>6.0%}{r[4]:>9.1f}{r[5]:>8.1f}{1 - r[5] / r[4]:>6.0%}"
+              f"{statistics.median(times['square']):>9.2f}{statistics.median(times['head']):>6.2f}", flush=True)
+    if clf:
+        n = len(survive["raw crop"])
+        print(f"\nedit survives (classifier finds the target on the re-detected, re-aligned face), {n} face edits "
+              "the classifier saw as changes:")
+        for k, v in survive.items():
+            print(f"  {k:<10}{sum(v) / max(1, len(v)):>7.1%}")
+
+
+def _side_by_side(rgb, outs: dict, faces, path: Path) -> None:
+    """Before | square paste-back | head-shaped paste-back, around the faces (2x their boxes), labelled."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    boxes = np.stack([f.box for f in faces])
+    (x0, y0), (x1, y1) = boxes[:, :2].min(0), boxes[:, 2:].max(0)
+    w, h = x1 - x0, y1 - y0
+    box = [int(max(0, x0 - w / 2)), int(max(0, y0 - h / 2)), int(min(rgb.width, x1 + w / 2)),
+           int(min(rgb.height, y1 + h / 2))]
+    panels = [im.crop(box) for im in (rgb, outs["square"], outs["head"])]
+    k = 400 / panels[0].height
+    panels = [p.resize((round(p.width * k), 400), Image.LANCZOS) for p in panels]
+    sheet = Image.new("RGB", (sum(p.width for p in panels), 418), "white")
+    draw = ImageDraw.Draw(sheet)
+    for i, (p, label) in enumerate(zip(panels, ("before", "square paste-back", "head-shaped"), strict=True)):
+        sheet.paste(p, (i * panels[0].width, 18))
+        draw.text((i * panels[0].width + 4, 3), label, fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stargan_core.bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -307,6 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, nargs="+", default=[1, 8, 16])
     p.add_argument("--edits", type=int, default=4, help="edits per user and round")
     p.set_defaults(func=serve)
+    p = sub.add_parser("blend", help="head-shaped paste-back against the square one: leaks, speckle, edit survival")
+    p.add_argument("--model", default=None, help="a model for load_model (default: its fallback, the shipped model)")
+    p.add_argument("--classifier", default=None, help="folder written by train-classifier (for edit survival)")
+    p.add_argument("--photos", nargs="+", default=None, help="file names in the photos folder (default: all)")
+    p.add_argument("--pictures", default=None, help="folder for before / square / head-shaped side-by-sides")
+    p.set_defaults(func=blend)
     args = parser.parse_args(argv)
     args.func(args)
     return 0

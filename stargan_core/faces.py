@@ -1,7 +1,8 @@
-"""Faces: find every face, align it to the CelebA framing the model was trained on, and paste the edit back.
+"""Faces: find every face and align it to the CelebA framing the model was trained on.
 
 The only module importing facenet-pytorch. Contract: ``images.load_image`` -> ``FaceDetector.detect`` (a plain
-list of ``Face``, reusable for several edits) -> ``align`` (N, 3, s, s) in [-1, 1] -> generator -> ``paste_back``.
+list of ``Face``, reusable for several edits) -> ``align`` (N, 3, s, s) in [-1, 1] -> generator ->
+``blend.paste_back`` (which maps the edit back through the same transforms).
 ``Face.matrix`` is the 2x3 similarity taking photo pixels to crop pixels (continuous coordinates: pixel (i, j)
 covers [i, i+1) x [j, j+1)), fitted by least squares from MTCNN's landmarks to ``CELEBA_TEMPLATE``.
 """
@@ -20,7 +21,6 @@ from PIL import Image
 # the face nearest the image centre (one in every image; per-point std 1.7-6.5 px). tests/test_faces.py re-derives it.
 CELEBA_TEMPLATE = np.array([[70.14, 112.07], [108.95, 112.02], [89.26, 136.12], [72.04, 153.79], [106.83, 153.65]])
 CELEBA_SIDE, CELEBA_TOP = 178, 20  # the model's input: the centre 178x178 of the 178x218 image, resized
-FEATHER = 0.1  # the paste-back mask ramps from 0 to 1 over this fraction of the crop side
 
 
 @dataclass
@@ -138,51 +138,3 @@ def align(image: Image.Image, faces: list[Face], size: int) -> torch.Tensor:
     """The model's input for each face: (N, 3, size, size) float32 in [-1, 1]."""
     crops = [_align_one(image, _at_size(f, size)) for f in faces]
     return torch.stack(crops) if crops else torch.zeros(0, 3, size, size)
-
-
-def _feather(size: int) -> torch.Tensor:
-    """(1, size, size) soft mask in crop px: 1 inside, a smoothstep ramp down to 0 a pixel before the border."""
-    t = torch.arange(size) + 0.5
-    r = ((torch.minimum(t, size - t) - 1) / (FEATHER * size)).clamp(0, 1)
-    r = r * r * (3 - 2 * r)
-    return (r[:, None] * r[None, :])[None]
-
-
-def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_ref: torch.Tensor | None = None,
-               detail: bool = True) -> Image.Image:
-    """Blend the edited crops x_fake (N, 3, s, s) in [-1, 1] into the photo through each face's inverse transform.
-
-    detail=True adds the upsampled change x_fake - x_ref (default: the aligned input) to the full-resolution face;
-    detail=False pastes the crop itself. Pixels outside the feathered masks never change.
-    """
-    size = x_fake.shape[-1]
-    if x_fake.shape != (len(faces), 3, size, size):
-        raise ValueError(f"x_fake is {tuple(x_fake.shape)}; expected ({len(faces)}, 3, {size}, {size})")
-    if not faces:
-        return image.copy()
-    faces = [_at_size(f, size) for f in faces]
-    x_fake = x_fake.detach().float().cpu()
-    if detail:
-        x_ref = align(image, faces, size) if x_ref is None else x_ref.detach().float().cpu()
-        src = (x_fake - x_ref) * 127.5  # (N, 3, s, s) the change, in 0-255 units
-    else:
-        src = (x_fake.clamp(-1, 1) + 1) * 127.5
-    boxes = [_footprint(f, image.size) for f in faces]
-    X0, Y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)  # the union of footprints: the only area touched
-    X1, Y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    photo = _to_tensor(image.crop((X0, Y0, X1, Y1)))  # (3, H, W)
-    num, den = torch.zeros_like(photo), torch.zeros_like(photo[:1])
-    for face, s, (x0, y0, x1, y1) in zip(faces, src, boxes, strict=True):
-        if x1 <= x0 or y1 <= y0:  # the crop misses the photo entirely
-            continue
-        to_crop = face.matrix + face.matrix[:, :2] @ [[0, 0, x0], [0, 0, y0]]  # footprint px -> crop px
-        mask = _sample(_feather(size), to_crop, (y1 - y0, x1 - x0), "bilinear", "zeros")  # (1, h, w)
-        part = np.s_[:, y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
-        num[part] += mask * _sample(s, to_crop, (y1 - y0, x1 - x0), "bicubic", "zeros")
-        den[part] += mask
-    blend = num / den.clamp(min=1e-8)  # where faces overlap, a weighted mean: no change is applied twice
-    change = blend if detail else blend - photo
-    out = (photo + den.clamp(max=1) * change).round().clamp(0, 255)  # den == 0: exactly the photo
-    result = image.copy()
-    result.paste(Image.fromarray(out.permute(1, 2, 0).numpy().astype(np.uint8)), (X0, Y0))
-    return result

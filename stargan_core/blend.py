@@ -1,0 +1,131 @@
+"""Blending: put an edit back into the photo so that it reads as an edit of the photo, not a pasted square.
+
+Three steps per face, after ``faces.align`` and the generator:
+
+1. **The change** ``x_fake - x_ref`` (``x_ref = G(x_real, c_org)``, so the model's reconstruction error cancels) is
+   *denoised at model resolution* by a Gaussian of ``DENOISE_SIGMA`` model px: the model's per-pixel speckle
+   goes (its Laplacian energy drops ~57x on the shipped model), a change smooth over a few pixels passes within
+   1/255. Edges it softens are restored by step 2.
+2. It is warped to the photo and **upsampled edge-aware**: a fast guided filter steered by the full-resolution
+   photo re-fits the change, window by window, as a linear function of the photo's colours, so a hair-colour
+   change stops at the real hair edge instead of fading out as a blurry blob.
+3. It is applied through a **head-shaped mask**: a feathered ellipse placed from the face's landmarks in the CelebA
+   framing (face, hair around and above it), zero outside, so the backdrop beside the head is never touched.
+
+The guided filter is kornia's (``kornia.filters.guided_blur``, He et al. 2013; ``subsample`` is the fast guided
+filter of He & Sun 2015). ``crops_after`` gives the UI's "after" crop through the very same mask and denoising.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from kornia.filters import gaussian_blur2d, guided_blur
+from PIL import Image
+
+from .faces import Face, _apply, _at_size, _footprint, _sample, _to_tensor, align, key_points
+
+# The head in the CelebA framing, in units of the face's eye-to-mouth distance (0.234 of the crop side on the
+# template): the ellipse's centre lies this far above the eye midpoint, and its half-width and half-height. At the
+# template it spans x 0.12-0.88 and y 0.03-0.91 of the crop: CelebA crops are mostly head and hair, and only
+# their corners and the sides of the neck are backdrop.
+HEAD_RISE, HEAD_HALF_W, HEAD_HALF_H = 0.2, 1.62, 1.88
+FEATHER = 0.15  # the mask ramps from 1 to 0 over the outer 15% of the ellipse's radius
+DENOISE_SIGMA = 1.5  # model px
+UPSAMPLE_RADIUS, UPSAMPLE_EPS = 2.0, 0.05 ** 2  # model px (in photo px for each face); guidance in [0, 1]: a window
+# follows the photo's colours where their contrast is well above 0.05 (hair against a wall), not skin texture
+
+
+def head_mask(face: Face, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The head mask at crop coordinates (u, v) (any shape, crop px of ``face.crop_size``): 1 inside the head,
+    a smoothstep ramp to exactly 0 on the ellipse and beyond. Placed and scaled by the face's landmarks."""
+    eyes, mouth = np.split(key_points(_apply(face.matrix, face.landmarks)), [2])  # (2, 2), (1, 2) in crop px
+    down = mouth[0] - eyes.mean(0)  # eye midpoint -> mouth: the face's "down" and its size, in crop px
+    m = float(np.hypot(*down))
+    if m == 0:  # degenerate landmarks: fall back on the template's
+        down, m = np.array([0.0, 1.0]) * 0.234 * face.crop_size, 0.234 * face.crop_size
+    cx, cy = eyes.mean(0) - HEAD_RISE * down
+    (dx, dy), du, dv = down / m, u - cx, v - cy
+    x, y = du * dy - dv * dx, du * dx + dv * dy  # coordinates across and along the head's own "down" axis
+    rho = torch.sqrt((x / (HEAD_HALF_W * m)) ** 2 + (y / (HEAD_HALF_H * m)) ** 2)  # 1 on the ellipse
+    r = ((1 - rho) / FEATHER).clamp(0, 1)
+    return r * r * (3 - 2 * r)
+
+
+def head_masks(faces: list[Face], size: int) -> torch.Tensor:
+    """Each face's head mask on its aligned crop at ``size`` px (pixel centres): (N, 1, size, size)."""
+    t = torch.arange(size, dtype=torch.float64) + 0.5
+    v, u = torch.meshgrid(t, t, indexing="ij")
+    masks = [head_mask(_at_size(f, size), u, v).float() for f in faces]
+    return torch.stack(masks)[:, None] if masks else torch.zeros(0, 1, size, size)
+
+
+def denoise(change: torch.Tensor) -> torch.Tensor:
+    """The change (N, 3, s, s) with the model's per-pixel speckle filtered out: a Gaussian of ``DENOISE_SIGMA``."""
+    k = 2 * round(3 * DENOISE_SIGMA) + 1
+    return gaussian_blur2d(change.float(), k, (DENOISE_SIGMA, DENOISE_SIGMA), border_type="replicate")
+
+
+def crops_after(x_real: torch.Tensor, x_fake: torch.Tensor, x_ref: torch.Tensor, faces: list[Face]) -> torch.Tensor:
+    """The "after" crops (N, 3, s, s) in [-1, 1] that match the pasted photo: the denoised change through the mask."""
+    mask = head_masks(faces, x_real.shape[-1])
+    return (x_real + mask * denoise(x_fake - x_ref)).clamp(-1, 1)
+
+
+def upsample(change: torch.Tensor, guide: torch.Tensor, scale: float) -> torch.Tensor:
+    """A change already warped to photo px (3, h, w) re-fitted edge-aware to the photo region ``guide``
+    (3, h, w) in [0, 255]; ``scale`` is photo px per model px (sets the window and the fast filter's subsampling)."""
+    radius = max(1, round(UPSAMPLE_RADIUS * scale))
+    sub = max(1, min(radius, int(scale // 2)))  # the window keeps >= 3 samples a side after subsampling
+    return guided_blur(guide[None] / 255, change[None], 2 * radius + 1, UPSAMPLE_EPS, border_type="replicate",
+                       subsample=sub)[0]
+
+
+def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_ref: torch.Tensor | None = None,
+               detail: bool = True) -> Image.Image:
+    """Blend the edited crops x_fake (N, 3, s, s) in [-1, 1] into the photo inside each face's head mask.
+
+    detail=True adds the change x_fake - x_ref (default x_ref: the aligned input), denoised and upsampled
+    edge-aware, to the full-resolution photo; detail=False pastes the crop itself. Outside the masks nothing changes.
+    """
+    size = x_fake.shape[-1]
+    if x_fake.shape != (len(faces), 3, size, size):
+        raise ValueError(f"x_fake is {tuple(x_fake.shape)}; expected ({len(faces)}, 3, {size}, {size})")
+    if not faces:
+        return image.copy()
+    faces = [_at_size(f, size) for f in faces]
+    x_fake = x_fake.detach().float().cpu()
+    if detail:
+        x_ref = align(image, faces, size) if x_ref is None else x_ref.detach().float().cpu()
+        src = denoise(x_fake - x_ref) * 127.5  # (N, 3, s, s) the change, in 0-255 units
+    else:
+        src = (x_fake.clamp(-1, 1) + 1) * 127.5
+    boxes = [_footprint(f, image.size) for f in faces]
+    X0, Y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)  # the union of footprints: the only area touched
+    X1, Y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    photo = _to_tensor(image.crop((X0, Y0, X1, Y1)))  # (3, H, W)
+    num, den = torch.zeros_like(photo), torch.zeros_like(photo[:1])
+    for face, s, (x0, y0, x1, y1) in zip(faces, src, boxes, strict=True):
+        if x1 <= x0 or y1 <= y0:  # the crop misses the photo entirely
+            continue
+        part = np.s_[:, y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
+        to_crop = face.matrix + face.matrix[:, :2] @ [[0, 0, x0], [0, 0, y0]]  # footprint px -> crop px
+        mask = head_mask(face, *_crop_coords(to_crop, (y1 - y0, x1 - x0))).float()[None]  # (1, h, w)
+        warped = _sample(s, to_crop, (y1 - y0, x1 - x0), "bicubic", "border")  # (3, h, w)
+        if detail:
+            warped = upsample(warped, photo[part], 1 / float(np.hypot(*face.matrix[:, 0])))
+        else:
+            warped = warped - photo[part]
+        num[part] += mask * warped
+        den[part] += mask
+    change = num / den.clamp(min=1e-8)  # where faces overlap, a weighted mean: no change is applied twice
+    out = (photo + den.clamp(max=1) * change).round().clamp(0, 255)  # den == 0: exactly the photo
+    result = image.copy()
+    result.paste(Image.fromarray(out.permute(1, 2, 0).numpy().astype(np.uint8)), (X0, Y0))
+    return result
+
+
+def _crop_coords(m: np.ndarray, out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crop coordinates (u, v), each (h, w), of the pixel centres of an h x w region under the 2x3 map m."""
+    ys, xs = torch.meshgrid(torch.arange(out_hw[0], dtype=torch.float64) + 0.5,
+                            torch.arange(out_hw[1], dtype=torch.float64) + 0.5, indexing="ij")
+    return m[0, 0] * xs + m[0, 1] * ys + m[0, 2], m[1, 0] * xs + m[1, 1] * ys + m[1, 2]

@@ -1,0 +1,108 @@
+"""blend.py: the head mask, the denoised change and its edge-aware upsampling.
+
+Pixels outside the head masks are checked against an ellipse computed here from each face's landmarks in photo
+pixels (the code under test works in crop pixels through ``Face.matrix``); denoising against synthetic speckle
+and a smooth map; edge-awareness against a photo with one known sharp edge.
+"""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stargan_core import blend
+from stargan_core.blend import crops_after, denoise, head_masks, paste_back, upsample
+from stargan_core.faces import FaceDetector, align, key_points
+from stargan_core.images import load_image
+
+
+def _inside_head(face, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) True where a photo pixel centre lies inside the face's head ellipse, from its landmarks in photo px."""
+    eyes, mouth = np.split(key_points(face.landmarks), [2])
+    down = mouth[0] - eyes.mean(0)
+    m = np.hypot(*down)
+    centre = eyes.mean(0) - blend.HEAD_RISE * down
+    xs, ys = np.meshgrid(np.arange(size[0]) + 0.5, np.arange(size[1]) + 0.5)
+    along = ((xs - centre[0]) * down[0] + (ys - centre[1]) * down[1]) / m  # along "down"
+    across = ((xs - centre[0]) * down[1] - (ys - centre[1]) * down[0]) / m
+    return (across / (blend.HEAD_HALF_W * m)) ** 2 + (along / (blend.HEAD_HALF_H * m)) ** 2 < 1.0001
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_pixels_outside_the_head_masks_never_change_on_every_photo(photos_dir):
+    """A strong, speckled change (inverted crops plus noise) reaches no pixel outside the head ellipses."""
+    detector = FaceDetector()
+    g = torch.Generator().manual_seed(0)
+    n_photos = 0
+    for path in sorted(p for p in photos_dir.iterdir() if p.suffix in (".jpg", ".png")):
+        photo = load_image(path)
+        faces = detector.detect(photo, crop_size=64)
+        if not faces:
+            continue
+        n_photos += 1
+        x = align(photo, faces, 64)
+        x_fake = (-x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+        before, after = np.asarray(photo), np.asarray(paste_back(photo, faces, x_fake, x))
+        inside = np.any([_inside_head(f, photo.size) for f in faces], axis=0)
+        assert np.array_equal(after[~inside], before[~inside]), path.name
+        assert np.abs(after.astype(int) - before)[inside].mean() > 20, path.name  # and the heads did change
+    assert n_photos == 9
+
+
+def test_identity_edits_return_the_photo_exactly():
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 260, 3), dtype=np.uint8))
+    face = FaceDetector.whole_image(photo, 64)
+    x_ref = align(photo, [face], 64) + 0.05 * torch.randn(1, 3, 64, 64)  # G(x, c_org) != x
+    assert np.array_equal(np.asarray(paste_back(photo, [face], x_ref.clone(), x_ref)), np.asarray(photo))
+    x_real = align(photo, [face], 64)
+    assert torch.equal(crops_after(x_real, x_ref.clone(), x_ref, [face]), x_real)
+
+
+def test_identity_through_the_pipeline_is_exact(photos_dir):
+    from test_pipeline import tiny_pipeline
+    pipe = tiny_pipeline()
+    photo = photos_dir / "skimage_astronaut.png"
+    for result in (pipe(photo, {"hair": "blond", "gender": "male"}, 0.0),
+                   pipe(photo, {"hair": "brown"}, current={"hair": "brown"})):
+        assert np.array_equal(np.asarray(result.image), np.asarray(Image.open(photo)))
+
+
+def test_denoising_removes_speckle_and_keeps_a_smooth_change():
+    """Per-pixel speckle (std 20/255) loses >= 90% of its energy; a smooth change (a 60/255 blob of radius
+    s/4 and a ramp) comes through within 1/255 away from the crop's border."""
+    s = 64
+    t = torch.arange(s) + 0.5
+    v, u = torch.meshgrid(t, t, indexing="ij")
+    blob = 60 / 127.5 * torch.exp(-((u - 32) ** 2 + (v - 24) ** 2) / (2 * (s / 4) ** 2))
+    smooth = torch.stack([blob, 0.5 * blob, -blob + (u - 32) / 64 * 40 / 127.5])[None]
+    speckle = 20 / 127.5 * torch.randn(1, 3, s, s, generator=torch.Generator().manual_seed(0))
+    inner = np.s_[..., 6:-6, 6:-6]
+    assert ((denoise(smooth) - smooth)[inner].abs().max() * 127.5) < 1
+    left = denoise(smooth + speckle) - smooth
+    assert (left[inner] ** 2).mean() < 0.1 * (speckle[inner] ** 2).mean()
+    assert torch.equal(denoise(torch.zeros(1, 3, s, s)), torch.zeros(1, 3, s, s))
+
+
+def test_upsampling_follows_the_photos_edge():
+    """A change blurred over model px across a sharp edge in the photo gets a sharp step at that very edge."""
+    h, w, scale = 40, 200, 10.0  # 10 photo px per model px
+    guide = torch.full((3, h, w), 200.0)
+    guide[:, :, :97] = 40.0  # dark hair left of x = 97, light wall right of it
+    xs = torch.arange(w) + 0.5
+    blurry = (60 * torch.sigmoid(-(xs - 97) / (0.9 * scale))).expand(3, h, w)  # 10-90% over 40 px, as denoise
+    sharp = upsample(blurry.clone(), guide, scale)[0, h // 2]
+    steps = sharp.diff().abs()
+    assert blurry[0, 0].diff().abs().max() < 2 and steps.max() > 20 and int(steps.argmax()) == 96
+    assert sharp[:80].min() > 45 and sharp[110:].abs().max() < 12  # more of it on the hair than on the wall
+
+
+def test_masks_are_head_shaped_and_the_after_crops_use_them():
+    photo = Image.fromarray(np.full((128, 128, 3), 100, np.uint8))
+    face = FaceDetector.whole_image(photo, 64)
+    mask = head_masks([face], 64)[0, 0]
+    assert mask[38, 32] == 1 and mask[0, 0] == 0 and mask[63, 0] == 0 and mask[0, 63] == 0  # corners: backdrop
+    assert 0.35 < mask.mean() < 0.7  # the ellipse covers 53% of the crop, with its feathered rim
+    x_real = align(photo, [face], 64)
+    after = crops_after(x_real, x_real + 0.5, x_real, [face])
+    assert torch.equal(after[..., mask == 0], x_real[..., mask == 0])
+    np.testing.assert_allclose(after[..., mask == 1], (x_real + 0.5)[..., mask == 1], atol=1e-5)
