@@ -1,12 +1,17 @@
 """A toy world for lessons and tests: two labelled datasets of shapes whose domains can be read off the pixels.
 
 ``shapes``: squares labelled by colour (an exclusive group, like hair colour) and size (a binary attribute, like
-age). ``forms``: shapes labelled only by their form (a categorical group, like RaFD's expressions). Their label
+age); a quarter of them are white, a colour no label names (as CelebA has people with none of its hair colours).
+``forms``: white shapes labelled only by their form (a categorical group, like RaFD's expressions). Their label
 sets differ, so they train jointly through the mask vector, exactly as CelebA + RaFD do. Every shape sits at a
-random place and, in ``forms``, has a random colour that no label mentions (as RaFD's faces have hair colours
-RaFD does not label), so a generator must carry them over from its input. The forms used to be all white: then
-"white" alone told the datasets apart, and a generator asked for a red square could draw a white form, which the
-discriminator accepted as real. ``ShapeWorld.measure`` is the analytic checker: it reads colour, size, form and
+random place that no label mentions, so a generator must carry it over from its input. Two earlier worlds each
+failed some seeds of the short lesson, for one reason: an attribute that only one dataset varies and its
+discriminator's classifier never sees labelled. With white forms and no white squares, "white" told the datasets
+apart and D's classifier had never been shown a white shape that is *not* red, so G could answer "red" with a
+white blob. With forms of random colours, D's form classifier had to be colour-blind on real forms only, and on
+G's blobs it was not: G drew every square blue and every bar red (seed 3: forms 25%). Unlabelled white squares
+fix both: D learns that white is none of red, green or blue, and a form's colour is never in question.
+``ShapeWorld.measure`` is the analytic checker: it reads colour, size, form and
 position back from any image; ``judge`` scores a generator's translations with it.
 """
 from __future__ import annotations
@@ -47,14 +52,14 @@ class ShapeWorld:
         # that puts every shape in the middle (with +-2 px, some seeds learnt just that)
 
     def sample(self, which: str, g: torch.Generator) -> tuple[torch.Tensor, list[int]]:
-        colour = int(torch.randint(3, (1,), generator=g))  # forms too: see the module docstring
         dx, dy = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=g).tolist()
-        if which == "shapes":
+        if which == "shapes":  # red, green, blue or (unlabelled) white: see the module docstring
+            colour = int(torch.randint(4, (1,), generator=g))
             big = int(torch.randint(2, (1,), generator=g))
             side = self.big if big else self.small
             return draw(colour, side, side, dx, dy, self.size), [int(k == colour) for k in range(3)] + [big]
         form = int(torch.randint(3, (1,), generator=g))
-        return draw(colour, *self.forms[form], dx, dy, self.size), [int(k == form) for k in range(3)]
+        return draw(3, *self.forms[form], dx, dy, self.size), [int(k == form) for k in range(3)]
 
     def write(self, folder: Path, which: str, n: int, seed: int) -> str:
         """An on-disk CSV dataset (PNG files + labels.csv + schema.json) for ``train``."""

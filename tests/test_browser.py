@@ -19,14 +19,20 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright for the module: a second ``sync_playwright()`` in one thread fails ("inside the asyncio loop")."""
     if not Path(CHROMIUM).is_file():
         pytest.skip("Chromium not found at /usr/bin/chromium: install Debian's package (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    yield b
+    b.close()
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +84,7 @@ def test_a_webcam_picture_reaches_the_app(browser, app):
     page = context.new_page()
     page.goto(app.url)
     page.locator("#photo button[aria-label='Capture from camera']").click()
-    page.get_by_text("Click to Access Webcam").click()
+    page.locator("#photo").get_by_text("Click to Access Webcam").click()  # the mirror tab has a webcam too
     page.wait_for_function("document.querySelector('#photo video')?.readyState >= 2", timeout=30_000)  # streaming
     page.locator("#photo button[aria-label='capture photo']").click()
     page.get_by_text("No face was found in this photo").wait_for(timeout=60_000)
@@ -104,35 +110,34 @@ def write_y4m(path: Path, photo: Path, frames: int = 10, size=(640, 480)) -> Pat
     return path
 
 
-def test_the_mirror_edits_the_fake_webcam_and_the_learn_tab_trains(app, tmp_path_factory, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+def test_the_mirror_edits_the_fake_webcam_and_the_learn_tab_trains(playwright, app, tmp_path):
     clip = write_y4m(tmp_path / "clip.y4m", ASTRONAUT)
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, f"--use-file-for-fake-video-capture={clip}"])
-        page = b.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1400}).new_page()
-        page.goto(app.url)
-        page.get_by_role("tab", name="Webcam mirror").click()
-        page.locator("#mirror-choice").get_by_role("radio", name="Blond").check()
-        page.locator("#mirror-cam").get_by_text("Click to Access Webcam").click()
-        page.wait_for_function("document.querySelector('#mirror-cam video')?.readyState >= 2", timeout=30_000)
-        page.locator("#mirror-cam button[aria-label='capture photo']").click()  # with streaming=True: starts it
-        page.wait_for_function("document.querySelector('#mirror-info')?.innerText.includes('frames per second')",
-                               timeout=60_000)
-        page.locator("#mirror-out img").wait_for(timeout=30_000)
-        page.wait_for_timeout(3000)
-        info = page.locator("#mirror-info").inner_text()
-        page.screenshot(path=str(tmp_path / "mirror.png"), full_page=True)
-        print(f"\nmirror: {info} (screenshot {tmp_path / 'mirror.png'})")
-        assert "1 face(s)" in info and "640x480" in info
+    b = playwright.chromium.launch(  # its own Chromium: the fake camera plays the clip
+        executable_path=CHROMIUM, args=[*ARGS, f"--use-file-for-fake-video-capture={clip}"])
+    page = b.new_context(permissions=["camera"], viewport={"width": 1400, "height": 1400}).new_page()
+    page.goto(app.url)
+    page.get_by_role("tab", name="Webcam mirror").click()
+    page.locator("#mirror-choice").get_by_role("radio", name="Blond").check()
+    page.locator("#mirror-cam").get_by_text("Click to Access Webcam").click()
+    page.wait_for_function("document.querySelector('#mirror-cam video')?.readyState >= 2", timeout=30_000)
+    page.locator("#mirror-cam button[aria-label='capture photo']").click()  # with streaming=True: starts it
+    page.wait_for_function("document.querySelector('#mirror-info')?.innerText.includes('frames per second')",
+                           timeout=60_000)
+    page.locator("#mirror-out img").wait_for(timeout=30_000)
+    page.wait_for_timeout(3000)
+    info = page.locator("#mirror-info").inner_text()
+    page.screenshot(path=str(tmp_path / "mirror.png"), full_page=True)
+    print(f"\nmirror: {info} (screenshot {tmp_path / 'mirror.png'})")
+    assert "1 face(s)" in info and "640x480" in info
 
-        page.get_by_role("tab", name="Watch it learn").click()
-        page.locator("#learn-train").click()  # a short run: the steps slider's smallest value is too long for a test
-        page.wait_for_function("document.querySelector('#learn-status')?.innerText.includes('step')", timeout=30_000)
-        page.locator("#learn-figure img").wait_for(timeout=60_000)
-        page.locator("#learn-curves canvas, #learn-curves svg").first.wait_for(timeout=60_000)
-        page.locator("#learn-stop").click()
-        page.wait_for_function("document.querySelector('#learn-status')?.innerText.includes('stopped')",
-                               timeout=60_000)
-        page.screenshot(path=str(tmp_path / "learn.png"), full_page=True)
-        print(f"learn tab: {page.locator('#learn-status').inner_text()} (screenshot {tmp_path / 'learn.png'})")
-        b.close()
+    page.get_by_role("tab", name="Watch it learn").click()
+    page.locator("#learn-train").click()  # a short run: the steps slider's smallest value is too long for a test
+    page.wait_for_function("document.querySelector('#learn-status')?.innerText.includes('step')", timeout=30_000)
+    page.locator("#learn-figure img").wait_for(timeout=60_000)
+    page.locator("#learn-curves canvas, #learn-curves svg").first.wait_for(timeout=60_000)
+    page.locator("#learn-stop").click()
+    page.wait_for_function("document.querySelector('#learn-status')?.innerText.includes('stopped')",
+                           timeout=60_000)
+    page.screenshot(path=str(tmp_path / "learn.png"), full_page=True)
+    print(f"learn tab: {page.locator('#learn-status').inner_text()} (screenshot {tmp_path / 'learn.png'})")
+    b.close()

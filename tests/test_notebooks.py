@@ -27,6 +27,7 @@ def test_notebook_runs_offline(path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a classroom without network: the shipped model is used
     monkeypatch.delenv("STARGAN_MODEL", raising=False)
+    monkeypatch.setenv("LESSON_STEPS", "30")  # notebook 03: a short lesson (a class runs 1,000 steps)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(path.parents[1]), os.environ.get("PYTHONPATH", "")]))
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
