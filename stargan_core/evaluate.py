@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Subset
 
@@ -109,12 +110,22 @@ def _domain_targets(ds: DatasetSpec, truth: dict[str, torch.Tensor]) -> list[tup
             for g, i in _domain_groups(ds)]
 
 
+LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def laplacian_energy(x: torch.Tensor) -> torch.Tensor:
+    """Mean absolute Laplacian per image (N,) of x (N, 3, S, S): high for checkerboard speckle, low for blur."""
+    k = LAPLACIAN.to(x.device).expand(3, 1, 3, 3)
+    return F.conv2d(x.float(), k, groups=3).abs().mean((1, 2, 3))
+
+
 def _tally(t: dict, ds: DatasetSpec, clf: AttributeClassifier, x_real: torch.Tensor, labels: torch.Tensor,
            x_fake: torch.Tensor, x_rec: torch.Tensor) -> None:
     """Add one batch's counts and sums to ``t``. x_real (N, 3, S, S); x_fake and x_rec (domains, N, 3, S, S)."""
     idx = [clf.spec.labels.index(lab) for lab in ds.labels]  # the classifier's outputs in the model's label order
     real, truth = decide(clf.probs(x_real)[:, idx], ds), decide(labels, ds)
     t["n"] += len(x_real)
+    t["laplacian_real"] += laplacian_energy(x_real).sum().item()
     for g in ds.groups:
         t["input", g.name] += (real[g.name] == truth[g.name]).sum().item()
     for k, (g, target) in enumerate(_domain_targets(ds, truth)):
@@ -126,6 +137,7 @@ def _tally(t: dict, ds: DatasetSpec, clf: AttributeClassifier, x_real: torch.Ten
         for h in (h.name for h in ds.groups if h is not g):  # the untouched groups
             t[k, "keep", h] += (fake[h] == real[h]).sum().item()
             t[k, "keep_gt", h] += (fake[h] == truth[h]).sum().item()
+        t[k, "laplacian"] += laplacian_energy(x_fake[k]).sum().item()
         diff = (x_real - x_rec[k]).float()  # [-1, 1] units; PSNR on the [0, 1] scale, per image
         t[k, "l1"] += diff.abs().mean((1, 2, 3)).sum().item()
         t[k, "psnr"] += (-10 * torch.log10((diff / 2).pow(2).mean((1, 2, 3)).clamp_min(1e-10))).sum().item()
@@ -168,10 +180,12 @@ def _dataset_report(t: dict, ds: DatasetSpec, names: list[str]) -> dict:
             "target_accuracy_changed": t[k, "hit_changed"] / t[k, "changed"] if t[k, "changed"] else None,
             "n_changed": int(t[k, "changed"]), "preservation": _mean(keep.values()), "preservation_by_group": keep,
             "preservation_vs_labels": _mean(t[k, "keep_gt", h] / n for h in others),
-            "rec_l1": t[k, "l1"] / n, "rec_psnr": t[k, "psnr"] / n}
+            "rec_l1": t[k, "l1"] / n, "rec_psnr": t[k, "psnr"] / n,
+            "laplacian_ratio": t[k, "laplacian"] / t["laplacian_real"]}  # 1 = as sharp as real, > 1 speckle
     groups = {g.name: {key: _mean(d[key] for d in domains.values() if d["group"] == g.name)
                        for key in ("target_accuracy", "target_accuracy_changed", "preservation",
-                                   "preservation_vs_labels", "rec_l1", "rec_psnr")} for g in ds.groups}
+                                   "preservation_vs_labels", "rec_l1", "rec_psnr", "laplacian_ratio")}
+              for g in ds.groups}
     return {"n_images": int(n), "classifier_accuracy_on_inputs": {g.name: t["input", g.name] / n for g in ds.groups},
             "groups": groups, "domains": domains}
 
@@ -182,7 +196,8 @@ def _summary(datasets: dict) -> dict:
     domains = [x for d in datasets.values() for x in d["domains"].values()]
     return {"target_accuracy": _mean(g["target_accuracy"] for g in groups),
             "preservation": _mean(g["preservation"] for g in groups),
-            "rec_l1": _mean(x["rec_l1"] for x in domains), "rec_psnr": _mean(x["rec_psnr"] for x in domains)}
+            "rec_l1": _mean(x["rec_l1"] for x in domains), "rec_psnr": _mean(x["rec_psnr"] for x in domains),
+            "laplacian_ratio": _mean(x["laplacian_ratio"] for x in domains)}
 
 
 def save_grid(path: str | Path, names: list[str], columns: list[torch.Tensor], label_h: int = 14) -> Path:
@@ -222,7 +237,8 @@ def format_report(report: dict) -> str:
                          f"{_fmt(d['classifier_accuracy_on_inputs'][g]):>9}")
     s = report["summary"]
     lines.append(f"overall: target accuracy {_fmt(s['target_accuracy'])}, preservation {_fmt(s['preservation'])}, "
-                 f"reconstruction L1 {s['rec_l1']:.4f}, PSNR {s['rec_psnr']:.2f} dB")
+                 f"reconstruction L1 {s['rec_l1']:.4f}, PSNR {s['rec_psnr']:.2f} dB, Laplacian of the translations "
+                 f"{s['laplacian_ratio']:.2f}x the real images' (1 = as sharp; speckle > 1, blur < 1)")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from stargan_core.checkpoint import CheckpointError, load_generator, save_release
@@ -145,6 +146,9 @@ def test_evaluate_cli_matches_figures_computed_by_hand(patches_dir, classifier_d
             l1 = (x_real - x_rec).abs().mean((1, 2, 3))
             assert got["rec_l1"] == pytest.approx(l1.mean().item(), rel=1e-4)
             mse01 = ((x_real - x_rec) / 2).pow(2).mean((1, 2, 3))
+            lap = lambda x: F.conv2d(x, torch.tensor([[0., 1, 0], [1, -4, 1], [0, 1, 0]]).expand(3, 1, 3, 3),  # noqa: E731
+                                     groups=3).abs().mean((1, 2, 3)).sum()
+            assert got["laplacian_ratio"] == pytest.approx((lap(x_fake) / lap(x_real)).item(), rel=1e-4)
             assert got["rec_psnr"] == pytest.approx(np.mean([10 * math.log10(1 / m) for m in mse01.tolist()]),
                                                     rel=1e-4)
     assert d["groups"]["tint"]["target_accuracy"] == pytest.approx(
@@ -191,3 +195,11 @@ def test_real_celeba_smoke(celeba_dir, tmp_path, capsys):
     d = report["datasets"]["celeba"]
     assert d["n_images"] == 4 and set(d["groups"]) == {"hair", "gender", "age"}
     assert all(0 <= x["target_accuracy"] <= 1 and x["rec_l1"] > 0 for x in d["domains"].values())
+
+
+def test_laplacian_energy_tells_checkerboard_from_flat_and_smooth():
+    from stargan_core.evaluate import laplacian_energy
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None]) % 2 * 2.0 - 1  # +-1 alternating: |lap| = 8
+    ramp = torch.linspace(-1, 1, 8)[None].expand(8, 8)  # linear: the Laplacian vanishes
+    x = torch.stack([checker.expand(3, 8, 8), ramp.expand(3, 8, 8), torch.zeros(3, 8, 8)])
+    assert laplacian_energy(x).tolist() == pytest.approx([8.0, 0.0, 0.0], abs=1e-6)
