@@ -141,6 +141,7 @@ def _end_to_end(pipe, repeats: int) -> None:
 TRAIN_CONFIGS = {  # name -> TrainConfig overrides
     "shipped": dict(d_conv_dim=32),  # checkpoints/celeba128: the paper's G at 128 px, D at half width
     "paper": {},
+    "cpu64": dict(image_size=64, g_conv_dim=32, d_conv_dim=32, d_repeat_num=5),  # the earlier CPU-trained model
     "tiny": dict(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3, batch_size=8),
 }
 
