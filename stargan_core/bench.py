@@ -372,8 +372,6 @@ def blend(args: argparse.Namespace) -> None:
     from .faces import align
     from .images import load_image
     from .pipeline import StarGANPipeline
-    from .precision import generate
-
     pipe = StarGANPipeline.from_pretrained(args.model)  # None: load_model's own choice, offline the shipped model
     schema, size = pipe.config.schema, pipe.config.image_size
     ds = schema.datasets[0]
@@ -393,13 +391,13 @@ def blend(args: argparse.Namespace) -> None:
             continue
         x_real = align(rgb, faces, size)
         c_org = pipe.estimate(x_real)
-        x_ref = generate(pipe.G, x_real, schema.condition(c_org, ds.name), pipe.dtype).cpu()
+        x_ref = pipe.generate(x_real, schema.condition(c_org, ds.name))
         square, head = _regions(rgb, faces, size)
         outside, inside = square & (head == 0), head >= 0.5
         before = torch.from_numpy(np.asarray(rgb, np.float32).copy()).permute(2, 0, 1)
         rows, times = [], {"square": [], "head": []}
         for t_name, c_trg in schema.paper_targets(c_org, ds.name):
-            x_fake = generate(pipe.G, x_real, schema.condition(c_trg, ds.name), pipe.dtype).cpu()
+            x_fake = pipe.generate(x_real, schema.condition(c_trg, ds.name))
             outs = {}
             for kind, fn in (("square", _square_paste_back), ("head", paste_back)):
                 t0 = time.perf_counter()
