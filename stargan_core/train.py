@@ -103,11 +103,18 @@ def update(nets: Nets, d_opt: torch.optim.Optimizer, g_opt: torch.optim.Optimize
     return logs
 
 
+CACHE_LIMIT = 8 * 2**30  # bytes: all of CelebA at 128 px (9.8 GB) would not fit a laptop or a small GPU
+
+
 def batches(train_set: ImageLabels, sampler: StepSampler, cfg: TrainConfig, device: torch.device,
             cache_dir: Path | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless ``(x (B, 3, S, S), labels (B, n))`` in the sampler's order: gathered from a uint8 cache on
     ``device`` (``cfg.cache``), else decoded per step by a ``DataLoader`` like the official code."""
-    if not cfg.cache:
+    size = len(train_set) * 3 * cfg.image_size ** 2  # bytes of the uint8 cache
+    if cfg.cache and size > CACHE_LIMIT:
+        print(f"the image cache would take {size / 2**30:.1f} GiB (over {CACHE_LIMIT / 2**30:.0f} GiB): decoding "
+              "images at every step instead", flush=True)
+    if not cfg.cache or size > CACHE_LIMIT:
         yield from DataLoader(train_set, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
                               batch_sampler=sampler)
         return

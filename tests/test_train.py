@@ -148,6 +148,13 @@ def test_init_from_refuses_another_architecture_and_starts_d_fresh_without_one(t
     assert "the discriminator starts from scratch" in capsys.readouterr().out
 
 
+def test_a_cache_over_the_limit_falls_back_to_decoding_per_step(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_mod, "CACHE_LIMIT", 1000)  # bytes: the tiny sets are 20 x 3 x 16 x 16 = 15,360
+    train(tiny_cfg(tmp_path, num_iters=1))
+    assert "decoding images at every step instead" in capsys.readouterr().out
+    assert not list((tmp_path / "run").glob("cache/images-*.npy"))
+
+
 def test_cached_and_per_step_decoding_train_on_the_same_batches(tmp_path):
     cached = train(tiny_cfg(tmp_path / "a", cache=True))
     decoded = train(tiny_cfg(tmp_path / "b", cache=False))
