@@ -123,9 +123,8 @@ def batches(train_set: ImageLabels, sampler: StepSampler, cfg: TrainConfig, devi
         yield cached.batch(indices)
 
 
-def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelConfig, step: int,
-                      rank: int = 0) -> int:
-    """Copy a release's G (and D, when it ships one) into the fresh nets; the run starts at ``step``."""
+def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelConfig, rank: int = 0) -> None:
+    """Copy a release's G (and D, when it ships one) into the fresh nets."""
     G0, cfg0 = load_generator(folder)
     if cfg0 != mcfg:
         raise CheckpointError(f"{folder}: its model ({cfg0}) differs from this run's ({mcfg}); pass the same "
@@ -135,7 +134,6 @@ def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelCo
         D.load_state_dict(load_discriminator(folder)[0].state_dict())
     elif rank == 0:
         print(f"{folder} has no {D_WEIGHTS_NAME}: the discriminator starts from scratch", flush=True)
-    return step
 
 
 def resume_config(cfg: TrainConfig) -> TrainConfig:
@@ -223,7 +221,8 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
     elif (run / CKPT_NAME).exists():
         raise FileExistsError(f"{run / CKPT_NAME} exists: pass --resume to continue it, or another --out-dir")
     elif cfg.init_from:  # a run lost with its machine goes on from the committed release
-        start = init_from_release(cfg.init_from, G, D, mcfg, cfg.init_step, rank)
+        init_from_release(cfg.init_from, G, D, mcfg, rank)
+        start = cfg.init_step  # the schedule and the data order go on from there
     if rank == 0:
         (run / "samples").mkdir(parents=True, exist_ok=True)
         tmp = run / f".train_config.json.{os.getpid()}"  # atomic: other ranks may be reading it (resume)
