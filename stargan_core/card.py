@@ -24,6 +24,9 @@ DATASETS = {
              "RaFD may be used for non-commercial scientific research only, under its own licence agreement",
              "https://rafd.socsci.ru.nl/"),
 }
+UPSAMPLING = {"deconv": "up-sampling by 4x4 transposed convolutions (the paper)",
+              "resize": "up-sampling by nearest-neighbour resize + 3x3 convolution (Odena et al. 2016, against "
+                        "checkerboard artifacts)"}
 CITATION = """@inproceedings{choi2018stargan,
   title={StarGAN: Unified Generative Adversarial Networks for Multi-Domain Image-to-Image Translation},
   author={Choi, Yunjey and Choi, Minje and Kim, Munyoung and Ha, Jung-Woo and Kim, Sunghun and Choo, Jaegul},
@@ -59,7 +62,7 @@ def _controls(cfg: ModelConfig) -> str:
 def _architecture(cfg: ModelConfig, has_d: bool) -> str:
     return (f"## Model\n\n- input and output: {cfg.image_size}x{cfg.image_size} RGB face crops in [-1, 1]\n"
             f"- generator: {cfg.g_conv_dim} base channels, {cfg.g_repeat_num} residual blocks, condition of "
-            f"{cfg.schema.c_dim} values (`model.safetensors`)\n"
+            f"{cfg.schema.c_dim} values, {UPSAMPLING[cfg.upsample]} (`model.safetensors`)\n"
             + (f"- discriminator: {cfg.d_conv_dim} base channels; its classifier estimates a face's "
                f"{cfg.schema.cls_dim} attributes (`{D_WEIGHTS_NAME}`)" if has_d else
                "- no discriminator is shipped: a person marks a face's current attributes"))

@@ -107,8 +107,10 @@ def _infer_config(sd: dict, net: str, path: Path, schema: DomainSchema | None,
     want = schema.c_dim if net == "G" else schema.cls_dim
     if want != c_dim:
         raise CheckpointError(f"{path}: the weights expect {c_dim} labels but the schema has {want}")
-    dims = dict(g_conv_dim=conv_dim, g_repeat_num=repeat) if net == "G" else dict(d_conv_dim=conv_dim,
-                                                                                   d_repeat_num=repeat)
+    dims = dict(d_conv_dim=conv_dim, d_repeat_num=repeat)
+    if net == "G":  # the last up conv: 4x4 transposed (the paper) or 3x3 after a resize (model.up_conv)
+        dims = dict(g_conv_dim=conv_dim, g_repeat_num=repeat, upsample="resize" if convs[-2].shape[-1] == 3
+                    else "deconv")
     return ModelConfig(schema=schema, image_size=size, **dims)
 
 

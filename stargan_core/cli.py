@@ -13,7 +13,7 @@ from typing import get_type_hints
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per dataclass field, typed and defaulted from the field."""
+    """One ``--flag`` per dataclass field, typed and defaulted from the field (choices from its metadata)."""
     hints = get_type_hints(cls)
     for f in fields(cls):
         default = f.default_factory() if f.default_factory is not MISSING else f.default
@@ -23,8 +23,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         elif getattr(tp, "__origin__", None) is list:
             parser.add_argument(flag, nargs="+", type=tp.__args__[0], default=default,
                                 help=f"default: {' '.join(map(str, default))}")
-        else:
-            parser.add_argument(flag, type=tp, default=default, help=f"default: {default}")
+        else:  # a field may list its allowed values in metadata["choices"]
+            parser.add_argument(flag, type=tp, default=default, choices=f.metadata.get("choices"),
+                                help=f"default: {default}")
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace):

@@ -15,6 +15,14 @@ from pathlib import Path
 from .domains import CELEBA5, CELEBA5_ATTRS, DomainSchema
 
 CONFIG_VERSION = 1
+UPSAMPLES = ("deconv", "resize")  # G's up-sampling: the paper's 4x4 stride-2 transposed conv, or resize + 3x3 conv
+ADV_LOSSES = ("wgan-gp", "ns-r1")  # the paper's WGAN-GP, or StarGAN v2's non-saturating loss with R1
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Refuse a value outside ``allowed`` with a sentence that names the allowed ones."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}, not {value!r}")
 
 
 @dataclass
@@ -27,7 +35,11 @@ class ModelConfig:
     d_conv_dim: int = 64
     g_repeat_num: int = 6  # residual blocks in G
     d_repeat_num: int = 6  # stride-2 convs in D
+    upsample: str = field(default="deconv", metadata={"choices": UPSAMPLES})  # files without it: the paper's deconv
     version: int = CONFIG_VERSION
+
+    def __post_init__(self) -> None:
+        check_choice("upsample", self.upsample, UPSAMPLES)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -75,10 +87,14 @@ class TrainConfig:
     d_conv_dim: int = 64
     g_repeat_num: int = 6
     d_repeat_num: int = 6
-    # loss weights
+    # G's up-sampling: deconv (the paper) or resize (nearest x2 + 3x3 conv, against checkerboard; Odena et al. 2016)
+    upsample: str = field(default="deconv", metadata={"choices": UPSAMPLES})
+    # loss: wgan-gp (the paper, with lambda_gp) or ns-r1 (StarGAN v2: non-saturating + R1 on real, with lambda_r1)
+    adv_loss: str = field(default="wgan-gp", metadata={"choices": ADV_LOSSES})
     lambda_cls: float = 1.0
     lambda_rec: float = 10.0
     lambda_gp: float = 10.0
+    lambda_r1: float = 1.0
     # optimisation
     num_iters: int = 200_000
     num_iters_decay: int = 100_000  # lr decays linearly to 0 over the last num_iters_decay steps
@@ -101,6 +117,10 @@ class TrainConfig:
     sample_every: int = 1000
     n_samples: int = 8  # held-out images in each sample grid
     ckpt_every: int = 10_000
+
+    def __post_init__(self) -> None:
+        check_choice("upsample", self.upsample, UPSAMPLES)
+        check_choice("adv_loss", self.adv_loss, ADV_LOSSES)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,7 +2,8 @@
 
 Module order and names match yunjey/stargan, so an official ``NNNN-G.ckpt`` / ``NNNN-D.ckpt`` state_dict
 (``main.N.*``, ``conv1.weight``, ``conv2.weight``, InstanceNorm running-stat buffers included) loads with
-``strict=True``. This file is pure: layers and ``forward`` only, no I/O and no device choice.
+``strict=True``; ``upsample="resize"`` (see ``up_conv``) is an option of this project, off by default. This file
+is pure: layers and ``forward`` only, no I/O and no device choice.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from .config import UPSAMPLES, ModelConfig, check_choice
 
 
 class InstanceNorm(nn.InstanceNorm2d):
@@ -47,10 +48,23 @@ class ResidualBlock(nn.Module):
         return x + self.main(x)
 
 
+def up_conv(dim_in: int, dim_out: int, upsample: str) -> nn.Module:
+    """Double H and W: the paper's 4x4 stride-2 transposed conv (``deconv``), or ``resize``: nearest-neighbour x2
+    then a 3x3 conv (Odena, Dumoulin & Olah 2016, "Deconvolution and checkerboard artifacts"). A transposed conv
+    makes each output pixel from one of four 2x2 subsets of its kernel, by the pixel's parity: unless training
+    makes the four agree, the output carries a period-2 checkerboard. After a nearest resize every pixel sees the
+    same whole 3x3 kernel. The resize pair is one module, so layer positions (``main.N``) match the deconv G's."""
+    if upsample == "deconv":
+        return nn.ConvTranspose2d(dim_in, dim_out, kernel_size=4, stride=2, padding=1, bias=False)
+    check_choice("upsample", upsample, UPSAMPLES)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                         nn.Conv2d(dim_in, dim_out, kernel_size=3, stride=1, padding=1, bias=False))
+
+
 class Generator(nn.Module):
     """G(x, c): 7x7 conv, 2 stride-2 down convs, ``repeat_num`` residual blocks, 2 up convs, 7x7 conv + tanh."""
 
-    def __init__(self, conv_dim: int = 64, c_dim: int = 5, repeat_num: int = 6) -> None:
+    def __init__(self, conv_dim: int = 64, c_dim: int = 5, repeat_num: int = 6, upsample: str = "deconv") -> None:
         super().__init__()
         layers: list[nn.Module] = [
             nn.Conv2d(3 + c_dim, conv_dim, kernel_size=7, stride=1, padding=3, bias=False),
@@ -62,8 +76,7 @@ class Generator(nn.Module):
             curr_dim *= 2
         layers += [ResidualBlock(curr_dim, curr_dim) for _ in range(repeat_num)]  # bottleneck
         for _ in range(2):  # up-sampling: back to H
-            layers += [nn.ConvTranspose2d(curr_dim, curr_dim // 2, kernel_size=4, stride=2, padding=1, bias=False),
-                       InstanceNorm(curr_dim // 2), nn.ReLU(inplace=True)]
+            layers += [up_conv(curr_dim, curr_dim // 2, upsample), InstanceNorm(curr_dim // 2), nn.ReLU(inplace=True)]
             curr_dim //= 2
         layers += [nn.Conv2d(curr_dim, 3, kernel_size=7, stride=1, padding=3, bias=False), nn.Tanh()]
         self.main = nn.Sequential(*layers)
@@ -97,7 +110,7 @@ class Discriminator(nn.Module):
 
 def build_generator(cfg: ModelConfig) -> Generator:
     """G for a config: its condition has ``schema.c_dim`` entries (labels + mask)."""
-    return Generator(cfg.g_conv_dim, cfg.schema.c_dim, cfg.g_repeat_num)
+    return Generator(cfg.g_conv_dim, cfg.schema.c_dim, cfg.g_repeat_num, cfg.upsample)
 
 
 def build_discriminator(cfg: ModelConfig) -> Discriminator:

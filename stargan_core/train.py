@@ -128,7 +128,7 @@ def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelCo
     G0, cfg0 = load_generator(folder)
     if cfg0 != mcfg:
         raise CheckpointError(f"{folder}: its model ({cfg0}) differs from this run's ({mcfg}); pass the same "
-                              "image size, widths and attributes")
+                              "image size, widths, --upsample and attributes")
     G.load_state_dict(G0.state_dict())
     if (Path(folder) / D_WEIGHTS_NAME).is_file():
         D.load_state_dict(load_discriminator(folder)[0].state_dict())
@@ -210,7 +210,8 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
     if cfg.image_size % 2 ** cfg.d_repeat_num or cfg.image_size % 4:
         raise ValueError(f"image_size {cfg.image_size} must be a multiple of 4 and of 2**d_repeat_num "
                          f"({2 ** cfg.d_repeat_num}): D's classifier kernel is image_size / 2**d_repeat_num")
-    mcfg = ModelConfig(schema, cfg.image_size, cfg.g_conv_dim, cfg.d_conv_dim, cfg.g_repeat_num, cfg.d_repeat_num)
+    mcfg = ModelConfig(schema, cfg.image_size, cfg.g_conv_dim, cfg.d_conv_dim, cfg.g_repeat_num, cfg.d_repeat_num,
+                       cfg.upsample)
     G, D = build_generator(mcfg).to(device), build_discriminator(mcfg).to(device)
     g_opt = torch.optim.Adam(G.parameters(), cfg.g_lr, (cfg.beta1, cfg.beta2))
     d_opt = torch.optim.Adam(D.parameters(), cfg.d_lr, (cfg.beta1, cfg.beta2))
