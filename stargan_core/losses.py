@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from .config import TrainConfig  # any object with lambda_cls, lambda_rec and lambda_gp
+    from .config import TrainConfig  # any object with adv_loss and the lambda_* weights
 
 
 class Nets(NamedTuple):
@@ -56,26 +56,45 @@ def gradient_penalty(D: nn.Module, x_real: torch.Tensor, x_fake: torch.Tensor, a
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
+def r1_penalty(out_src: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018, as StarGAN v2 uses it): 0.5 E[||grad_x D_src(x_real)||^2] on real images only.
+
+    ``out_src`` must have been computed from ``x_real`` with ``requires_grad``. Like ``gradient_penalty`` (and
+    the official code's ``grad_outputs=ones``), D_src is the sum of the PatchGAN map."""
+    (grad,) = torch.autograd.grad(out_src.sum(), x_real, create_graph=True)  # (N, 3, H, W)
+    return 0.5 * grad.pow(2).flatten(1).sum(1).mean()
+
+
 def d_loss(nets: Nets, batch: Batch, w: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 7 for D: L_D = -L_adv + lambda_cls L_cls^r, with WGAN-GP's adversarial loss and penalty."""
-    out_src, out_cls = nets.D(batch.x_real)  # (N, 1, h, w), (N, cls_dim)
-    d_loss_real = -out_src.mean()
+    """Eq. 7 for D: L_D = -L_adv + lambda_cls L_cls^r. ``w.adv_loss`` picks L_adv and its penalty: ``wgan-gp``
+    (the paper: Wasserstein loss + lambda_gp * gradient penalty, Gulrajani et al. 2017) or ``ns-r1`` (StarGAN v2,
+    Choi et al. 2020: non-saturating logistic loss softplus(-D(x)) + softplus(D(G(x, c))) + lambda_r1 * R1)."""
+    ns = w.adv_loss == "ns-r1"
+    x_real = batch.x_real.detach().requires_grad_(True) if ns else batch.x_real  # R1 differentiates D(x_real)
+    out_src, out_cls = nets.D(x_real)  # (N, 1, h, w), (N, cls_dim)
     d_loss_cls = classification_loss(out_cls, batch.label_org, batch.groups)  # real images, own labels
     with torch.no_grad():  # D's step does not train G
         x_fake = nets.G(batch.x_real, batch.c_trg)
-    d_loss_fake = nets.D(x_fake)[0].mean()
-    d_loss_gp = gradient_penalty(nets.D, batch.x_real, x_fake, batch.alpha)
-    loss = d_loss_real + d_loss_fake + w.lambda_cls * d_loss_cls + w.lambda_gp * d_loss_gp
+    out_fake = nets.D(x_fake)[0]
+    if ns:
+        d_loss_real, d_loss_fake = F.softplus(-out_src).mean(), F.softplus(out_fake).mean()
+        reg_name, d_loss_reg, lambda_reg = "D/loss_r1", r1_penalty(out_src, x_real), w.lambda_r1
+    else:
+        d_loss_real, d_loss_fake = -out_src.mean(), out_fake.mean()
+        reg_name, lambda_reg = "D/loss_gp", w.lambda_gp
+        d_loss_reg = gradient_penalty(nets.D, batch.x_real, x_fake, batch.alpha)
+    loss = d_loss_real + d_loss_fake + w.lambda_cls * d_loss_cls + lambda_reg * d_loss_reg
     logs = {"D/loss_real": d_loss_real, "D/loss_fake": d_loss_fake, "D/loss_cls": d_loss_cls,
-            "D/loss_gp": d_loss_gp, "D/loss": loss}
+            reg_name: d_loss_reg, "D/loss": loss}
     return loss, {k: v.detach() for k, v in logs.items()}
 
 
 def g_loss(nets: Nets, batch: Batch, w: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 7 for G: L_G = L_adv + lambda_cls L_cls^f + lambda_rec L_rec (eq. 4: cycle back with c_org, L1)."""
+    """Eq. 7 for G: L_G = L_adv + lambda_cls L_cls^f + lambda_rec L_rec (eq. 4: cycle back with c_org, L1).
+    L_adv is -D(G(x, c)) for ``wgan-gp`` and its non-saturating form softplus(-D(G(x, c))) for ``ns-r1``."""
     x_fake = nets.G(batch.x_real, batch.c_trg)  # (N, 3, H, W)
     out_src, out_cls = nets.D(x_fake)
-    g_loss_fake = -out_src.mean()
+    g_loss_fake = F.softplus(-out_src).mean() if w.adv_loss == "ns-r1" else -out_src.mean()
     g_loss_cls = classification_loss(out_cls, batch.label_trg, batch.groups)  # fool D's classifier
     x_rec = nets.G(x_fake, batch.c_org)
     g_loss_rec = (batch.x_real - x_rec).abs().mean()

@@ -3,13 +3,15 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from stargan_core.config import TrainConfig
 from stargan_core.domains import JOINT
-from stargan_core.losses import Batch, Nets, classification_loss, d_loss, g_loss, gradient_penalty
+from stargan_core.losses import Batch, Nets, classification_loss, d_loss, g_loss, gradient_penalty, r1_penalty
 
 W = TrainConfig(lambda_cls=2.0, lambda_rec=10.0, lambda_gp=10.0)
+W_NS = TrainConfig(adv_loss="ns-r1", lambda_cls=2.0, lambda_rec=10.0, lambda_r1=0.7)  # StarGAN v2's objective
 
 
 class LinearD(nn.Module):
@@ -138,3 +140,65 @@ def test_losses_are_pure_same_inputs_same_outputs():
     G, D = ShiftG(), LinearD(torch.randn(1, 3, 4, 4), JOINT.cls_dim)
     assert d_loss(Nets(G, D), b, W)[0].item() == d_loss(Nets(G, D), b, W)[0].item()
     assert g_loss(Nets(G, D), b, W)[0].item() == g_loss(Nets(G, D), b, W)[0].item()
+
+
+# ----- StarGAN v2's non-saturating loss with R1 (adv_loss="ns-r1") ------------------------------------------------
+def test_r1_of_a_linear_critic_is_half_the_squared_norm_of_its_weights_and_trains_them():
+    w = torch.randn(1, 3, 4, 4)
+    D = LinearD(w, 5)
+    x_real = torch.randn(6, 3, 4, 4).requires_grad_(True)
+    r1 = r1_penalty(D(x_real)[0], x_real)
+    assert r1.item() == pytest.approx(0.5 * w.pow(2).sum().item(), rel=1e-5)  # grad_x <w, x> = w for every image
+    r1.backward()  # d/dw 0.5 ||w||^2 = w: the penalty is differentiable in D's weights (create_graph)
+    assert torch.allclose(D.w.grad, w, atol=1e-6)
+
+
+def test_r1_is_a_per_image_squared_norm_averaged_over_the_batch():
+    class Quadratic(nn.Module):  # out_src = |x|^2 / 2 per image  ->  grad = x
+        def forward(self, x):
+            return 0.5 * (x ** 2).flatten(1).sum(1).view(-1, 1, 1, 1), x.flatten(1)[:, :1]
+
+    x_real = torch.randn(5, 3, 2, 2).requires_grad_(True)
+    want = 0.5 * (x_real.detach() ** 2).flatten(1).sum(1).mean()
+    assert r1_penalty(Quadratic()(x_real)[0], x_real).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_ns_r1_d_loss_is_bce_on_real_and_fake_logits_plus_r1_and_has_no_gradient_penalty():
+    b = _joint_batch("celeba")
+    G, D = ShiftG(), LinearD(torch.randn(1, 3, 4, 4) * 0.3, JOINT.cls_dim)
+    loss, logs = d_loss(Nets(G, D), b, W_NS)
+    with torch.no_grad():
+        x_fake = b.x_real + 0.1 * b.c_trg.sum(1).view(-1, 1, 1, 1)
+        z_real = (b.x_real * D.w).flatten(1).sum(1)
+        z_fake = (x_fake * D.w).flatten(1).sum(1)
+        real = F.binary_cross_entropy_with_logits(z_real, torch.ones(4))  # real -> 1
+        fake = F.binary_cross_entropy_with_logits(z_fake, torch.zeros(4))  # fake -> 0
+        logits = b.x_real.mean((1, 2, 3))[:, None] * D.cls + D.cls
+        cls = _bce(logits[:, :5], b.label_org[:, :5]).sum() / 4
+        r1 = 0.5 * D.w.pow(2).sum()
+    assert set(logs) == {"D/loss_real", "D/loss_fake", "D/loss_cls", "D/loss_r1", "D/loss"}
+    for k, v in {"D/loss_real": real, "D/loss_fake": fake, "D/loss_cls": cls, "D/loss_r1": r1}.items():
+        assert float(logs[k]) == pytest.approx(v.item(), rel=1e-5), k
+    assert loss.item() == pytest.approx((real + fake + 2.0 * cls + 0.7 * r1).item(), rel=1e-5)
+    loss.backward()
+    assert G.b.grad is None and D.w.grad is not None
+
+
+def test_ns_r1_g_loss_is_bce_of_the_fake_logits_against_real():
+    b = _joint_batch("rafd")
+    G, D = ShiftG(), LinearD(torch.randn(1, 3, 4, 4) * 0.3, JOINT.cls_dim)
+    loss, logs = g_loss(Nets(G, D), b, W_NS)
+    _, wgan = g_loss(Nets(G, D), b, W)
+    with torch.no_grad():
+        x_fake = b.x_real + 0.1 * b.c_trg.sum(1).view(-1, 1, 1, 1)
+        fake = F.binary_cross_entropy_with_logits((x_fake * D.w).flatten(1).sum(1), torch.ones(4))
+    assert float(logs["G/loss_fake"]) == pytest.approx(fake.item(), rel=1e-5)
+    for k in ("G/loss_cls", "G/loss_rec"):  # classification and reconstruction do not depend on adv_loss
+        assert float(logs[k]) == float(wgan[k]), k
+    assert loss.item() == pytest.approx((fake + 10.0 * logs["G/loss_rec"] + 2.0 * logs["G/loss_cls"]).item(),
+                                        rel=1e-5)
+
+
+def test_an_unknown_adversarial_loss_is_refused_with_the_allowed_ones():
+    with pytest.raises(ValueError, match="adv_loss must be one of 'wgan-gp', 'ns-r1', not 'hinge'"):
+        TrainConfig(adv_loss="hinge")
