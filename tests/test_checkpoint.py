@@ -157,3 +157,15 @@ def test_corrupt_safetensors_and_missing_config(tmp_path):
     (tmp_path / "r" / "config.json").unlink()
     with pytest.raises(CheckpointError, match="config.json"):
         load_generator(tmp_path / "r")
+
+
+def test_a_resize_generator_saved_as_a_bare_state_dict_is_recognised_by_its_3x3_up_convs(tmp_path):
+    G = Generator(8, 5, 2, upsample="resize")
+    torch.save(G.state_dict(), tmp_path / "1000-G.ckpt")
+    G2, cfg = load_generator(tmp_path / "1000-G.ckpt")
+    assert cfg.upsample == "resize" and (cfg.g_conv_dim, cfg.g_repeat_num) == (8, 2)
+    assert load_generator(save_release(G, cfg, tmp_path / "rel", dtype=torch.float32))[1].upsample == "resize"
+    with torch.no_grad():
+        assert torch.equal(G2(X, C5), G(X, C5))
+    torch.save(official_g_state_dict(8, 5, 2), tmp_path / "200000-G.ckpt")  # the paper's 4x4 transposed convs
+    assert load_generator(tmp_path / "200000-G.ckpt")[1].upsample == "deconv"

@@ -244,6 +244,48 @@ def test_two_process_gloo_ddp_replicas_hold_identical_weights(tmp_path):
     assert _state(cfg.out_dir)["step"] == 4 and (Path(cfg.out_dir) / "samples" / "000004-shapes.jpg").is_file()
 
 
+# ----- the documented improvements from the StarGAN line, as options ----------------------------------------------
+def test_resize_and_ns_r1_flags_reach_the_config_and_bad_values_are_refused(capsys):
+    from stargan_core.cli import build_parser, dataclass_from_args
+    args = build_parser().parse_args(["train", "--upsample", "resize", "--adv-loss", "ns-r1", "--lambda-r1", "0.5"])
+    cfg = dataclass_from_args(TrainConfig, args)
+    assert (cfg.upsample, cfg.adv_loss, cfg.lambda_r1) == ("resize", "ns-r1", 0.5)
+    assert (TrainConfig().upsample, TrainConfig().adv_loss) == ("deconv", "wgan-gp")  # the paper's recipe
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--upsample", "bilinear"])
+    assert "invalid choice: 'bilinear' (choose from 'deconv', 'resize')" in capsys.readouterr().err
+
+
+def test_a_resize_ns_r1_run_trains_exports_and_its_release_runs_through_load_model_and_the_pipeline(tmp_path):
+    from stargan_core.card import model_card
+    from stargan_core.checkpoint import export_run
+    from stargan_core.hub import load_model
+    from stargan_core.inference import MAX_ERROR, fp32, mean_error, onnxruntime, onnxruntime_int8
+    from stargan_core.pipeline import StarGANPipeline
+
+    cfg = tiny_cfg(tmp_path, image_size=32, g_repeat_num=2, upsample="resize", adv_loss="ns-r1", num_iters=4,
+                   sample_every=100)
+    result = train(cfg)
+    assert result.step == 4 and {"D/loss_r1/shapes", "D/loss_real/forms", "G/loss_fake/shapes"} <= set(result.logs)
+    assert not any("loss_gp" in k for k in result.logs) and all(map(torch.isfinite, map(torch.tensor,
+                                                                                       result.logs.values())))
+    release = export_run(cfg.out_dir, tmp_path / "release")
+    assert json.loads((release / "config.json").read_text())["upsample"] == "resize"
+    loaded = load_model(str(release))  # a local release folder: G strictly, D beside it
+    assert loaded.config.upsample == "resize" and loaded.D is not None
+    assert isinstance(loaded.G.main[11][0], torch.nn.Upsample)  # 9 + 2 residual blocks: the first up stage
+    x, c = torch.rand(2, 3, 32, 32) * 2 - 1, torch.eye(9)[:2]
+    with torch.no_grad():  # the release is the trained G, in fp16
+        assert (loaded.G(x, c) - result.G.cpu().eval()(x, c)).abs().max() < 0.02
+    ref = fp32(loaded.G, x, c)(x, c)
+    assert mean_error(onnxruntime(loaded.G, x, c)(x, c), ref) < 0.01  # ONNX export (Resize op) in fp32
+    assert mean_error(onnxruntime_int8(loaded.G, x, c)(x, c), ref) < MAX_ERROR  # finds main.10's convs by name
+    pipe = StarGANPipeline(loaded.G, loaded.config, loaded.D, path="fp32")
+    figure = pipe.all_domains(Image.new("RGB", (40, 40), (200, 120, 90)), whole_image=True)
+    assert figure.width == 32 * (1 + 7) and figure.height > 32  # the input, then 4 shapes + 3 forms domains
+    assert "nearest-neighbour resize + 3x3 convolution" in model_card(release)
+
+
 # ----- a short real run through the command line --------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.data
