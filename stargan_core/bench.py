@@ -158,7 +158,8 @@ def time_train(cfg, device: torch.device, batches, periods: int = 1) -> float:
     from .train import make_batch, update
 
     torch.manual_seed(cfg.seed)
-    mcfg = ModelConfig(CELEBA5, cfg.image_size, cfg.g_conv_dim, cfg.d_conv_dim, cfg.g_repeat_num, cfg.d_repeat_num)
+    mcfg = ModelConfig(CELEBA5, cfg.image_size, cfg.g_conv_dim, cfg.d_conv_dim, cfg.g_repeat_num, cfg.d_repeat_num,
+                       cfg.upsample)
     G, D = build_generator(mcfg).to(device), build_discriminator(mcfg).to(device)
     g_opt = torch.optim.Adam(G.parameters(), cfg.g_lr, (cfg.beta1, cfg.beta2))
     d_opt = torch.optim.Adam(D.parameters(), cfg.d_lr, (cfg.beta1, cfg.beta2))
