@@ -89,6 +89,8 @@ def infer(args: argparse.Namespace) -> None:
           f"{torch.backends.cpu.get_cpu_capability()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
           f"CPUs, {'CPU' if args.cpu_time else 'wall'} time")
     print(f"\nload-time choice (wall clock, probe faces): {pipe.path.summary()}")
+    from .inference import choose_path
+    print(f"\nevery candidate, without the time budget: {choose_path(G, size, budget_s=600).summary()}")
     photo = load_image(PHOTOS / "facenet_multiface.jpg")
     x6 = align(photo, pipe.detect(photo), size)  # 6 real aligned faces (N, 3, S, S)
     c6 = torch.eye(c_dim)[torch.arange(len(x6)) % c_dim]
@@ -248,6 +250,7 @@ def serve(args: argparse.Namespace) -> None:
         model = args.model or str(_write_bench_release(Path(tmp) / "model"))
         env = {**os.environ, "STARGAN_MODEL": model, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1",
                "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": tmp}
+        start = time.perf_counter()
         server = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}/"
@@ -258,6 +261,11 @@ def serve(args: argparse.Namespace) -> None:
                         break
                 except httpx.TransportError:
                     time.sleep(0.5)
+            ready = time.perf_counter() - start
+            Client(url, verbose=False, download_files=tmp).predict(photo=handle_file(str(photos[0])), hair="Blond",
+                                                                  api_name="/edit")
+            print(f"app start to first edit: {time.perf_counter() - start:.1f} s (the server answered after "
+                  f"{ready:.1f} s; the edit: {photos[0].name}, hair -> blond, through the API)")
             print(f"{len(photos)} photos, {args.edits} edits per user, load average {os.getloadavg()[0]:.1f} on "
                   f"{os.cpu_count()} CPUs; server RSS after start {_server_kib(server.pid, 'VmRSS') / 1024:.0f} MiB")
             print("users   edits   p50 s   p90 s   p99 s   max s   edits/s   server peak RSS   RSS after")

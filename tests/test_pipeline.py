@@ -5,6 +5,7 @@ the output has the input's size and mode, pixels away from faces never change, a
 gives back the photo, and the labels that reach G are the ones the choices, strength and estimate say.
 """
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -275,6 +276,20 @@ def test_a_failing_or_inexact_candidate_falls_back_to_fp32(monkeypatch):
     monkeypatch.setattr("stargan_core.inference.PROBE", Path("/nonexistent/probe.png"))
     assert choose_path(G, 32).name == "fp32"  # nothing to measure on: fp32, unmeasured
     assert StarGANPipeline(G, TINY, path="broken-name").path.name == "fp32"
+
+
+def test_no_candidate_starts_that_would_end_past_the_budget():
+    torch.manual_seed(0)
+    G = build_generator(TINY).eval()
+
+    def slow(G, x, c):  # takes ~0.4 s to build, then runs as fp32 does
+        time.sleep(0.4)
+        return fp32(G, x, c)
+
+    choice = choose_path(G, 32, budget_s=0.6, paths={"fp32": fp32, "slow": slow, "slow too": slow})
+    assert "slow" in choice.seconds  # the first candidate starts: nothing says how long it takes
+    assert choice.dropped["slow too"] == "not tried: it would not end within the 0.6 s budget"
+    assert choice.took < 0.6 + 0.4
 
 
 # ----- loading and the CLI ---------------------------------------------------------------------------------
