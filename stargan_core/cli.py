@@ -1,4 +1,4 @@
-"""Command line: ``python -m stargan_core {train,export,translate,evaluate,train-classifier,push} ...``.
+"""Command line: ``python -m stargan_core {train,export,translate,evaluate,train-classifier,push,pack} ...``.
 
 Training flags are derived from the ``TrainConfig`` dataclass fields, so a new field is a new flag with no
 extra code. Each sub-command imports its module lazily: ``--help`` stays fast and needs no heavy imports.
@@ -121,6 +121,17 @@ def _cmd_push(args: argparse.Namespace) -> None:
     print(push_to_hub(args.release, args.repo_id, private=args.private))
 
 
+def _cmd_pack(args: argparse.Namespace) -> None:
+    from .pack import pack_celeba
+    r = pack_celeba(args.celeba_dir, args.out, args.attrs, args.image_size, args.limit, args.quality, args.max_mib,
+                    as_tar=args.tar, num_workers=args.num_workers)
+    if r.capped:
+        print(f"{r.images} of {r.available} training images fit in --max-mib {args.max_mib:g}; stopped there")
+    if r.skipped:
+        print(f"{r.skipped} unreadable image(s) left out")
+    print(f"{r.images} images, {r.mib:.1f} MiB, {r.seconds:.1f} s -> {r.path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import TrainConfig
     parser = argparse.ArgumentParser(prog="python -m stargan_core", description="StarGAN studio command line")
@@ -180,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo_id")
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser("pack", help="CelebA's training images as small WebP crops in one folder or .tar (for a "
+                       "machine that takes few MiB); train on it with --csv-dirs",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--celeba-dir", required=True, help="list_attr_celeba.txt + img_align_celeba/ (or images/)")
+    p.add_argument("--attrs", nargs="+", default=list(TrainConfig().attrs))
+    p.add_argument("--out", required=True, help="the folder to write (FOLDER.tar with --tar)")
+    p.add_argument("--image-size", type=int, default=128, help="the size the model trains at")
+    p.add_argument("--limit", type=int, default=None, help="at most the first N training images")
+    p.add_argument("--quality", type=int, default=80, help="WebP quality, 1-100")
+    p.add_argument("--max-mib", type=float, default=60.0, help="stop adding images before the pack passes this")
+    p.add_argument("--tar", action="store_true", help="write one FOLDER.tar (its files under FOLDER/)")
+    p.add_argument("--num-workers", type=int, default=2, help="processes decoding and encoding")
+    p.set_defaults(func=_cmd_pack)
     return parser
 
 

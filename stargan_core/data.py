@@ -40,6 +40,7 @@ from .domains import DatasetSpec, DomainSchema, Group, celeba_schema, rafd_schem
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 Record = tuple[Path, list[float]]
 OFFICIAL_CELEBA_TEST = 2000  # the official code holds out the first 2,000 shuffled images
+CELEBA_CROP = 178  # the official centre crop of the 178x218 aligned images, before the resize
 
 
 class DataError(ValueError):
@@ -248,7 +249,7 @@ def load_datasets(cfg) -> tuple[DomainSchema, list[tuple[str, ImageLabels, Image
     """The schema and ``[(dataset name, train set, test set)]`` for every folder named in a ``TrainConfig``."""
     found: list[tuple[list[Record], DatasetSpec, int | None, int]] = []
     if cfg.celeba_dir:
-        found.append((*read_celeba(cfg.celeba_dir, cfg.attrs), 178, OFFICIAL_CELEBA_TEST))
+        found.append((*read_celeba(cfg.celeba_dir, cfg.attrs), CELEBA_CROP, OFFICIAL_CELEBA_TEST))
     if cfg.rafd_dir:
         recs, spec = read_rafd(cfg.rafd_dir)
         random.Random(1234).shuffle(recs)  # class folders are sorted: shuffle so the test split mixes classes

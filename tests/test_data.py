@@ -3,6 +3,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -204,3 +205,106 @@ def test_cache_equals_decoding_and_is_read_back_without_decoding(tmp_path, monke
     assert torch.equal(again.images, cached.images)
     with pytest.raises(AssertionError, match="decoded"):  # other images, other key: decoded, not mixed up
         cache_images(ImageLabels(recs[:6], 16, None), tmp_path / "cache")
+
+
+# ----- pack: CelebA's training split as WebP crops for a machine that takes few MiB ---------------------------------
+def _pack(tmp_path: Path, out: str, *flags: str, n: int = 30) -> Path:
+    """A fake CelebA folder of ``n`` noise images (made once per test folder), packed by the CLI into ``out``."""
+    from stargan_core.cli import main
+    celeba = tmp_path / "celeba"
+    if not celeba.is_dir():
+        _celeba(celeba, n=n, broken=False)
+    assert main(["pack", "--celeba-dir", str(celeba), "--out", str(tmp_path / out), "--image-size", "32",
+                 "--num-workers", "0", *flags]) == 0
+    return tmp_path / out
+
+
+def test_pack_writes_only_training_images_and_read_csv_gives_celebas_schema_and_labels(tmp_path, capsys):
+    folder = _pack(tmp_path, "packed", "--attrs", "Blond_Hair", "Brown_Hair", "Male")
+    assert "27 images, 0.0 MiB" in capsys.readouterr().out
+    rows = [line.split() for line in (tmp_path / "celeba" / "list_attr_celeba.txt").read_text().split("\n")[2:]
+            if line]
+    random.seed(1234)  # the official split, computed independently: shuffle, hold out the head (10% of 30)
+    random.shuffle(rows)
+    held_out, train_rows = {r[0][:-4] for r in rows[:3]}, rows[3:]
+    packed, spec = read_csv(folder)
+    assert [p.stem for p, _ in packed] == [r[0][:-4] for r in train_rows]  # every training image, in order
+    assert not held_out & {p.stem for p, _ in packed} and {p.suffix for p, _ in packed} == {".webp"}
+    records, celeba_spec = read_celeba(tmp_path / "celeba", ["Blond_Hair", "Brown_Hair", "Male"])
+    assert spec == celeba_spec and spec.name == "celeba"
+    by_stem = {p.stem: lab for p, lab in records}
+    assert [lab for _, lab in packed] == [by_stem[p.stem] for p, _ in packed]
+    assert [lab for _, lab in packed] == [[float(r[1 + NAMES.index(a)] == "1") for a in
+                                           ("Blond_Hair", "Brown_Hair", "Male")] for r in train_rows]
+    with Image.open(packed[0][0]) as im:
+        assert im.format == "WEBP" and im.size == (32, 32)
+    schema, sets = load_datasets(TrainConfig(csv_dirs=[str(folder)]))  # train --csv-dirs FOLDER, no other flag
+    assert schema.datasets == (celeba_spec,) and len(sets[0][1]) + len(sets[0][2]) == 27
+
+
+def test_pack_stops_before_the_size_cap_and_no_later(tmp_path, capsys):
+    import tarfile
+    whole = _pack(tmp_path, "whole", n=40)
+    files = [whole / line.split(",")[0] for line in (whole / "labels.csv").read_text().splitlines()[1:]]
+    cap = 20 * 1024  # noise crops are ~0.9 KB of WebP each at 32 px: about a third of the 36 fit
+    _pack(tmp_path, "capped", "--tar", "--max-mib", str(cap / 2**20))
+    out = capsys.readouterr().out
+    tar_path = tmp_path / "capped.tar"
+    with tarfile.open(tar_path) as tar:
+        names = [m.name.removeprefix("capped/") for m in tar.getmembers() if m.isfile()]
+        k = len(names) - 2  # less labels.csv and schema.json
+        assert names[:k] == [f.name for f in files[:k]]
+        assert all(tar.extractfile(f"capped/{f.name}").read() == f.read_bytes() for f in files[:k])
+    assert 5 < k < 36 and f"{k} of 36 training images fit in --max-mib" in out
+    assert tar_path.stat().st_size <= cap
+    one_more = tmp_path / "one_more.tar"  # the same pack with the next image, written by tarfile alone: too big
+    labels = "".join((whole / "labels.csv").read_text().splitlines(keepends=True)[:k + 2])
+    (tmp_path / "labels.csv").write_text(labels)
+    with tarfile.open(one_more, "w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.add(whole, "capped", recursive=False)
+        for f in [*files[:k + 1], tmp_path / "labels.csv", whole / "schema.json"]:
+            tar.add(f, f"capped/{f.name}")
+    assert one_more.stat().st_size > cap
+
+
+def test_pack_tar_extracts_to_the_same_folder_and_refuses_to_overwrite(tmp_path, capsys):
+    import tarfile
+
+    from stargan_core.cli import main
+    folder = _pack(tmp_path / "a", "celeba32", "--limit", "12")
+    _pack(tmp_path / "b", "celeba32", "--limit", "12", "--tar")
+    assert capsys.readouterr().out.count("12 images") == 2
+    with tarfile.open(tmp_path / "b" / "celeba32.tar") as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    got = {f.name: f.read_bytes() for f in (tmp_path / "x" / "celeba32").iterdir()}
+    assert got == {f.name: f.read_bytes() for f in folder.iterdir()} and len(got) == 12 + 2
+    argv = ["pack", "--celeba-dir", str(tmp_path / "a" / "celeba"), "--image-size", "32", "--num-workers", "0"]
+    assert main([*argv, "--out", str(folder)]) == 1
+    assert main([*argv, "--out", str(tmp_path / "tiny"), "--max-mib", "0.001"]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "holds no image" in err and not (tmp_path / "tiny").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "x"]  # no partial files left behind
+
+
+@pytest.mark.data
+def test_packed_crops_decode_to_the_training_crop_of_the_jpegs_within_webp_loss(celeba_dir, tmp_path):
+    from stargan_core.data import CELEBA_CROP, cache_images
+    from stargan_core.pack import pack_celeba
+    result = pack_celeba(celeba_dir, tmp_path / "celeba128", image_size=128, limit=20)
+    records, spec = read_csv(result.path)
+    assert result.images == 20 and spec.name == "celeba"
+    _, held_out = split(read_celeba(celeba_dir, list(CELEBA5_ATTRS))[0], 0, official=2000)
+    assert not {p.stem for p, _ in held_out} & {p.stem for p, _ in records}
+    cached = cache_images(ImageLabels(records, 128, None))  # what train --csv-dirs feeds the model
+    jpegs = [celeba_dir / "images" / f"{p.stem}.jpg" for p, _ in records]
+    ref = []  # independent reference: PIL's own centre crop 178 and antialiased bilinear resize of the JPEG
+    for path in jpegs:
+        with Image.open(path) as im:
+            top = (im.height - CELEBA_CROP) // 2
+            crop = im.convert("RGB").crop((0, top, CELEBA_CROP, top + CELEBA_CROP))
+            ref.append(torch.from_numpy(np.array(crop.resize((128, 128), Image.BILINEAR))).permute(2, 0, 1))
+    diff = (cached.images.float() - torch.stack(ref).float()).abs().mean((1, 2, 3)) / 255
+    assert diff.mean() < 3 / 255 and diff.max() < 4 / 255, diff * 255  # WebP q80: 2.6/255 on average
+    train_path = torch.stack([ImageLabels([(p, [0.0]) for p in jpegs], 128, CELEBA_CROP).pixels(i)[0]
+                              for i in range(20)])  # training on the JPEGs themselves
+    assert ((cached.images.float() - train_path.float()).abs().mean() / 255) < 3 / 255
