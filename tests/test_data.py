@@ -209,11 +209,14 @@ def test_cache_equals_decoding_and_is_read_back_without_decoding(tmp_path, monke
 
 # ----- pack: CelebA's training split as WebP crops for a machine that takes few MiB ---------------------------------
 def _pack(tmp_path: Path, out: str, *flags: str, n: int = 30) -> Path:
-    """A fake CelebA folder of ``n`` noise images (made once per test folder), packed by the CLI into ``out``."""
+    """A fake CelebA folder of ``n`` distinct blurry images (made once per folder), packed by the CLI into ``out``."""
     from stargan_core.cli import main
     celeba = tmp_path / "celeba"
     if not celeba.is_dir():
         _celeba(celeba, n=n, broken=False)
+        for i, f in enumerate(sorted((celeba / "images").iterdir())):  # smooth: their 32 px crops keep detail
+            px = torch.randint(0, 256, (9, 8, 3), generator=torch.Generator().manual_seed(i), dtype=torch.uint8)
+            Image.fromarray(px.numpy()).resize((178, 218), Image.BICUBIC).save(f, quality=95)
     assert main(["pack", "--celeba-dir", str(celeba), "--out", str(tmp_path / out), "--image-size", "32",
                  "--num-workers", "0", *flags]) == 0
     return tmp_path / out
@@ -244,27 +247,31 @@ def test_pack_writes_only_training_images_and_read_csv_gives_celebas_schema_and_
 
 def test_pack_stops_before_the_size_cap_and_no_later(tmp_path, capsys):
     import tarfile
-    whole = _pack(tmp_path, "whole", n=40)
-    files = [whole / line.split(",")[0] for line in (whole / "labels.csv").read_text().splitlines()[1:]]
-    cap = 20 * 1024  # noise crops are ~0.9 KB of WebP each at 32 px: about a third of the 36 fit
-    _pack(tmp_path, "capped", "--tar", "--max-mib", str(cap / 2**20))
-    out = capsys.readouterr().out
-    tar_path = tmp_path / "capped.tar"
+    whole = _pack(tmp_path, "whole", n=160)
+    lines = (whole / "labels.csv").read_text().splitlines(keepends=True)
+    files = [whole / line.split(",")[0] for line in lines[1:]]
+    cap = 48 * 1024  # 144 training crops of ~0.5 KB at 32 px: about two thirds fit
+    capped = _pack(tmp_path, "capped", "--max-mib", str(cap / 2**20))
+    k = len((capped / "labels.csv").read_text().splitlines()) - 1
+    assert 50 < k < 144 and f"{k} of 144 training images fit in --max-mib" in capsys.readouterr().out
+    assert sorted(f.name for f in capped.iterdir()) == sorted([f.name for f in files[:k]] + ["labels.csv",
+                                                                                             "schema.json"])
+    used = sum(f.stat().st_size for f in capped.iterdir())
+    one_more = used + files[k].stat().st_size + len(lines[k + 1])  # the next crop and its labels.csv line
+    assert used <= cap < one_more
+    _pack(tmp_path, "capped_tar", "--tar", "--max-mib", str(cap / 2**20))
+    tar_path = tmp_path / "capped_tar.tar.gz"
     with tarfile.open(tar_path) as tar:
-        names = [m.name.removeprefix("capped/") for m in tar.getmembers() if m.isfile()]
-        k = len(names) - 2  # less labels.csv and schema.json
-        assert names[:k] == [f.name for f in files[:k]]
-        assert all(tar.extractfile(f"capped/{f.name}").read() == f.read_bytes() for f in files[:k])
-    assert 5 < k < 36 and f"{k} of 36 training images fit in --max-mib" in out
-    assert tar_path.stat().st_size <= cap
-    one_more = tmp_path / "one_more.tar"  # the same pack with the next image, written by tarfile alone: too big
-    labels = "".join((whole / "labels.csv").read_text().splitlines(keepends=True)[:k + 2])
-    (tmp_path / "labels.csv").write_text(labels)
-    with tarfile.open(one_more, "w", format=tarfile.USTAR_FORMAT) as tar:
-        tar.add(whole, "capped", recursive=False)
-        for f in [*files[:k + 1], tmp_path / "labels.csv", whole / "schema.json"]:
-            tar.add(f, f"capped/{f.name}")
-    assert one_more.stat().st_size > cap
+        crops = [m for m in tar.getmembers() if m.name.endswith(".webp")]
+        assert [m.name for m in crops] == [f"capped_tar/{f.name}" for f in files[:len(crops)]]
+        assert all(tar.extractfile(m).read() == f.read_bytes() for m, f in zip(crops, files[:len(crops)],
+                                                                                strict=True))
+    assert tar_path.stat().st_size <= cap and k / 2 < len(crops) <= k  # (its bound reserves the 10 KB tar end)
+    plain = tmp_path / "plain.tar"  # the same files in a plain tar: 512-byte headers and padding do not fit
+    with tarfile.open(plain, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for f in [*files[:len(crops)], whole / "schema.json"]:
+            tar.add(f, f"capped_tar/{f.name}")
+    assert plain.stat().st_size > cap
 
 
 def test_pack_tar_extracts_to_the_same_folder_and_refuses_to_overwrite(tmp_path, capsys):
@@ -274,13 +281,13 @@ def test_pack_tar_extracts_to_the_same_folder_and_refuses_to_overwrite(tmp_path,
     folder = _pack(tmp_path / "a", "celeba32", "--limit", "12")
     _pack(tmp_path / "b", "celeba32", "--limit", "12", "--tar")
     assert capsys.readouterr().out.count("12 images") == 2
-    with tarfile.open(tmp_path / "b" / "celeba32.tar") as tar:
+    with tarfile.open(tmp_path / "b" / "celeba32.tar.gz") as tar:
         tar.extractall(tmp_path / "x", filter="data")
     got = {f.name: f.read_bytes() for f in (tmp_path / "x" / "celeba32").iterdir()}
     assert got == {f.name: f.read_bytes() for f in folder.iterdir()} and len(got) == 12 + 2
     argv = ["pack", "--celeba-dir", str(tmp_path / "a" / "celeba"), "--image-size", "32", "--num-workers", "0"]
     assert main([*argv, "--out", str(folder)]) == 1
-    assert main([*argv, "--out", str(tmp_path / "tiny"), "--max-mib", "0.001"]) == 1
+    assert main([*argv, "--out", str(tmp_path / "tiny"), "--max-mib", "0.0005"]) == 1
     err = capsys.readouterr().err
     assert "already exists" in err and "holds no image" in err and not (tmp_path / "tiny").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "x"]  # no partial files left behind
