@@ -196,13 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "machine that takes few MiB); train on it with --csv-dirs",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--celeba-dir", required=True, help="list_attr_celeba.txt + img_align_celeba/ (or images/)")
-    p.add_argument("--attrs", nargs="+", default=list(TrainConfig().attrs))
-    p.add_argument("--out", required=True, help="the folder to write (FOLDER.tar with --tar)")
+    p.add_argument("--attrs", nargs="+", default=list(TrainConfig().attrs), help="CelebA attributes, as train's")
+    p.add_argument("--out", required=True, help="the folder to write")
     p.add_argument("--image-size", type=int, default=128, help="the size the model trains at")
     p.add_argument("--limit", type=int, default=None, help="at most the first N training images")
     p.add_argument("--quality", type=int, default=80, help="WebP quality, 1-100")
     p.add_argument("--max-mib", type=float, default=60.0, help="stop adding images before the pack passes this")
-    p.add_argument("--tar", action="store_true", help="write one FOLDER.tar (its files under FOLDER/)")
+    p.add_argument("--tar", action="store_true", help="write one FOLDER.tar.gz (files under FOLDER/) instead")
     p.add_argument("--num-workers", type=int, default=2, help="processes decoding and encoding")
     p.set_defaults(func=_cmd_pack)
     return parser

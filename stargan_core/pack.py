@@ -1,4 +1,4 @@
-"""Packing CelebA's training split into one small folder (or one .tar) of WebP crops, for a machine that takes few MiB.
+"""Packing CelebA's training split into one small folder (or .tar.gz) of WebP crops, for a machine that takes few MiB.
 
 A lent GPU machine takes at most 64 MiB of files; CelebA_30k's 28,000 training JPEGs are 235 MB. ``pack_celeba``
 reads a CelebA folder with ``read_celeba``, drops the official held-out split with ``split`` (so the packed set
@@ -184,6 +184,7 @@ def pack_celeba(celeba_dir: str | Path, out: str | Path, attrs: Sequence[str] = 
     if target.exists():
         raise FileExistsError(f"{target} already exists: remove it or choose another --out")
     start = time.perf_counter()
+    target.parent.mkdir(parents=True, exist_ok=True)
     records, spec = read_celeba(celeba_dir, attrs)
     train_recs, _ = split(records, 0, OFFICIAL_CELEBA_TEST)  # the held-out images are never packed
     train_recs = train_recs[:limit] if limit else train_recs

@@ -279,9 +279,9 @@ def test_pack_tar_extracts_to_the_same_folder_and_refuses_to_overwrite(tmp_path,
 
     from stargan_core.cli import main
     folder = _pack(tmp_path / "a", "celeba32", "--limit", "12")
-    _pack(tmp_path / "b", "celeba32", "--limit", "12", "--tar")
+    _pack(tmp_path / "b", "new/celeba32", "--limit", "12", "--tar")  # into a folder not made yet
     assert capsys.readouterr().out.count("12 images") == 2
-    with tarfile.open(tmp_path / "b" / "celeba32.tar.gz") as tar:
+    with tarfile.open(tmp_path / "b" / "new" / "celeba32.tar.gz") as tar:
         tar.extractall(tmp_path / "x", filter="data")
     got = {f.name: f.read_bytes() for f in (tmp_path / "x" / "celeba32").iterdir()}
     assert got == {f.name: f.read_bytes() for f in folder.iterdir()} and len(got) == 12 + 2
