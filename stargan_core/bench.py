@@ -345,9 +345,10 @@ def _regions(image, faces, size: int):
 
 
 def _laplacian_energy(d: torch.Tensor, where: torch.Tensor) -> float:
-    """Mean squared 4-neighbour Laplacian of d (3, H, W) (levels^2) over the pixels ``where`` (H, W)."""
+    """Mean squared 4-neighbour Laplacian of d (3, H, W) (levels^2) over the pixels ``where`` (H, W). The edge is
+    replicated, not zero-padded: a change that reaches the photo's edge (a face cut off by it) is not a step there."""
     k = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
-    lap = torch.nn.functional.conv2d(d[None], k, padding=1, groups=3)[0]
+    lap = torch.nn.functional.conv2d(torch.nn.functional.pad(d[None], (1, 1, 1, 1), mode="replicate"), k, groups=3)[0]
     return float((lap ** 2).mean(0)[where].mean()) if where.any() else 0.0
 
 

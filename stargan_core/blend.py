@@ -4,8 +4,10 @@ Three steps per face, after ``faces.align`` and the generator:
 
 1. **The change** ``x_fake - x_ref`` (``x_ref = G(x_real, c_org)``, so the model's reconstruction error cancels) is
    *denoised at model resolution* by a Gaussian of ``DENOISE_SIGMA`` model px: the model's per-pixel speckle
-   goes (its Laplacian energy drops ~57x on the shipped model), a change smooth over a few pixels passes within
-   1/255. Edges it softens are restored by step 2.
+   goes (its Laplacian energy drops 31x on blond edits of 32 held-out CelebA faces, shipped model), a change
+   smooth over a few pixels passes within 1/255. Edges it softens are restored by step 2. sigma 1 and a guided
+   window of radius 1 model px keep more of the edit than 1.5 and 2 did (``bench blend``: the classifier found
+   the target on 37.8% of re-detected edited faces instead of 29.7%, at the same Laplacian cut).
 2. It is warped to the photo and **upsampled edge-aware**: a fast guided filter steered by the full-resolution
    photo re-fits the change, window by window, as a linear function of the photo's colours, so a hair-colour
    change stops at the real hair edge instead of fading out as a blurry blob.
@@ -30,8 +32,8 @@ from .faces import Face, _apply, _at_size, _footprint, _sample, _to_tensor, alig
 # their corners and the sides of the neck are backdrop.
 HEAD_RISE, HEAD_HALF_W, HEAD_HALF_H = 0.2, 1.62, 1.88
 FEATHER = 0.15  # the mask ramps from 1 to 0 over the outer 15% of the ellipse's radius
-DENOISE_SIGMA = 1.5  # model px
-UPSAMPLE_RADIUS, UPSAMPLE_EPS = 2.0, 0.05 ** 2  # model px (in photo px for each face); guidance in [0, 1]: a window
+DENOISE_SIGMA = 1.0  # model px
+UPSAMPLE_RADIUS, UPSAMPLE_EPS = 1.0, 0.05 ** 2  # model px (in photo px for each face); guidance in [0, 1]: a window
 # follows the photo's colours where their contrast is well above 0.05 (hair against a wall), not skin texture
 
 
