@@ -18,9 +18,9 @@ N concurrent ``gradio_client`` users that each edit photos through the ``/edit``
 percentiles, throughput and the server's peak RSS (``VmHWM``) for N = 1, 8, 16.
 
 ``blend`` measures the head-shaped, denoised, edge-aware paste-back (``blend.paste_back``) against the square one
-it replaced, on every photo of ``../shared/data/photos`` with a face and each of the paper's test edits: the mean
-change in the crop square outside the head mask, the high-frequency (Laplacian) energy of the pasted change inside
-the head, and how often an attribute classifier still finds the target attribute after re-detecting and
+it replaced, on every photo of ``../shared/data/photos`` with a face and each of the paper's test edits (blended
+as the pipeline blends them: through the hair region for a hair colour, the head mask otherwise): the mean
+change in the crop square outside the mask, the high-frequency (Laplacian) energy of the pasted change inside it, and how often an attribute classifier still finds the target attribute after re-detecting and
 re-aligning the edited photo (against the classifier on the model's raw crop). ``--pictures DIR`` saves
 before / square / head-shaped side-by-sides.
 """
@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -330,9 +331,10 @@ def _square_paste_back(image, faces, x_fake, x_ref):
     return result
 
 
-def _regions(image, faces, size: int):
-    """(H, W) bool maps of the photo: inside some face's crop square, and inside some head mask (>= 0.5)."""
-    from .blend import _crop_coords, head_mask
+def _regions(image, faces, size: int, region: str = "head"):
+    """(H, W) maps of the photo: inside some face's crop square (bool), and the largest of the faces' masks of
+    ``region`` (``blend.region_mask``: "head", or "hair" for hair colours)."""
+    from .blend import _crop_coords, region_mask
     from .faces import _at_size
 
     square = torch.zeros(image.height, image.width, dtype=torch.bool)
@@ -340,7 +342,7 @@ def _regions(image, faces, size: int):
     for f in (_at_size(f, size) for f in faces):
         u, v = _crop_coords(f.matrix, (image.height, image.width))
         square |= (u >= 0) & (u < size) & (v >= 0) & (v < size)
-        head = torch.maximum(head, head_mask(f, u, v).float())
+        head = torch.maximum(head, region_mask(f, u, v, region).float())
     return square, head
 
 
@@ -402,14 +404,17 @@ def blend(args: argparse.Namespace) -> None:
         x_real = align(rgb, faces, size)
         c_org = pipe.estimate(x_real)
         x_ref = pipe.generate(x_real, schema.condition(c_org, ds.name))
-        square, head = _regions(rgb, faces, size)
-        outside, inside = square & (head == 0), head >= 0.5
+        masks = {region: _regions(rgb, faces, size, region) for region in ("head", "hair")}
         before = torch.from_numpy(np.asarray(rgb, np.float32).copy()).permute(2, 0, 1)
         rows, times = [], {"square": [], "head": []}
         for t_name, c_trg in schema.paper_targets(c_org, ds.name):
             x_fake = pipe.generate(x_real, schema.condition(c_trg, ds.name))
+            group = max(ds.groups, key=lambda g: float((c_trg - c_org)[:, schema.group_slice(g.name)].abs().sum()))
+            region = "hair" if group.is_hair_colour else "head"  # as the pipeline blends this edit
+            square, head = masks[region]
+            outside, inside = square & (head == 0), head >= 0.5
             outs = {}
-            for kind, fn in (("square", _square_paste_back), ("head", paste_back)):
+            for kind, fn in (("square", _square_paste_back), ("head", partial(paste_back, region=region))):
                 t0 = time.perf_counter()
                 outs[kind] = fn(rgb, faces, x_fake, x_ref)
                 times[kind].append(time.perf_counter() - t0)
@@ -418,11 +423,11 @@ def blend(args: argparse.Namespace) -> None:
             rows.append([float(d[k].abs().mean(0)[outside].mean()) if outside.any() else 0.0 for k in d]
                         + [_laplacian_energy(d[k], inside) for k in d]
                         + [_laplacian_energy(torch.cat(list((align(outs[k], faces, size) - x_real) * 127.5), -1),
-                                             torch.cat(list(head_masks(faces, size)[:, 0]), -1) >= 0.5) for k in d])
+                                             torch.cat(list(head_masks(faces, size, region)[:, 0]), -1) >= 0.5)
+                           for k in d])
             if args.pictures and t_name.lower().startswith("blond"):
                 _side_by_side(rgb, outs, faces, Path(args.pictures) / f"{Path(name).stem}_blond.png")
             if clf:
-                group = max(ds.groups, key=lambda g: float((c_trg - c_org)[:, schema.group_slice(g.name)].abs().sum()))
                 want = decide(c_trg, ds)[group.name]
                 edit = decide(clf.probs(x_real)[:, idx], ds)[group.name] != want  # the judge sees a change to make
                 if edit.any():

@@ -38,6 +38,11 @@ class Group:
     on: str = ""  # binary only: the word for 1 ("Male"), and for 0 ("Female")
     off: str = ""
 
+    @property
+    def is_hair_colour(self) -> bool:
+        """A group of hair colours (CelebA's ``*_Hair`` attributes): its edits belong on the hair, not the face."""
+        return all(lab.lower().endswith("_hair") for lab in self.labels)
+
     def options(self) -> list[str]:
         """The values a person may choose, besides ``"keep"``."""
         return [self.on, self.off] if self.kind == "binary" else [pretty(lab) for lab in self.labels]
@@ -156,6 +161,11 @@ class DomainSchema:
         touched = {self.dataset_of(n) for n, v in choices.items()
                    if v is not None and not (isinstance(v, str) and v.lower() == KEEP)}
         return [ds.name for ds in self.datasets if ds.name in touched]
+
+    def changed_groups(self, choices: Mapping[str, object]) -> list[Group]:
+        """Groups (in schema order) that ``choices`` set to something other than keep."""
+        touched = {n for n, v in choices.items() if v is not None and not (isinstance(v, str) and v.lower() == KEEP)}
+        return [g for g in self.groups if g.name in touched]
 
     def _option_index(self, g: Group, value: object) -> int:
         if g.kind == "binary":

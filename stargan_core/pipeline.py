@@ -112,8 +112,10 @@ class StarGANPipeline:
         c_org = self.schema.target(c_est, current) if current else c_est
         c_trg, datasets = self.schema.target(c_org, choices, strength), self.schema.changed_datasets(choices)
         x_fake, x_ref = self._translate(x_real, c_org, c_trg, datasets, detail, faces)
-        out = paste_back(rgb, faces, x_fake, x_ref, detail=detail) if datasets else rgb  # nothing asked: the photo
-        x_after = crops_after(x_real, x_fake, x_ref, faces) if detail else x_fake  # as pasted
+        changed = self.schema.changed_groups(choices)
+        region = "hair" if changed and all(g.is_hair_colour for g in changed) else "head"  # blend.region_mask
+        out = paste_back(rgb, faces, x_fake, x_ref, detail=detail, region=region) if datasets else rgb
+        x_after = crops_after(x_real, x_fake, x_ref, faces, region) if detail else x_fake  # as pasted
         crops = zip(index, faces, _to_pil(x_real), _to_pil(x_after), c_org, c_trg, strict=True)
         edits = [FaceEdit(i, f, b, a, dict(zip(self.schema.labels, co.tolist(), strict=True)), co, ct)
                  for i, f, b, a, co, ct in crops]

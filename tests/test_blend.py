@@ -15,22 +15,24 @@ from stargan_core.faces import FaceDetector, align, key_points
 from stargan_core.images import load_image
 
 
-def _inside_head(face, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) True where a photo pixel centre lies inside the face's head ellipse, from its landmarks in photo px."""
+def _ellipse_rho(face, size: tuple[int, int], drop: float, half_w: float, half_h: float) -> np.ndarray:
+    """(H, W) the elliptic radius (1 on the ellipse) of each photo pixel centre, for an ellipse centred ``drop``
+    eye-to-mouth distances below the eye midpoint, computed here from the face's landmarks in photo px."""
     eyes, mouth = np.split(key_points(face.landmarks), [2])
     down = mouth[0] - eyes.mean(0)
     m = np.hypot(*down)
-    centre = eyes.mean(0) - blend.HEAD_RISE * down
+    centre = eyes.mean(0) + drop * down
     xs, ys = np.meshgrid(np.arange(size[0]) + 0.5, np.arange(size[1]) + 0.5)
     along = ((xs - centre[0]) * down[0] + (ys - centre[1]) * down[1]) / m  # along "down"
     across = ((xs - centre[0]) * down[1] - (ys - centre[1]) * down[0]) / m
-    return (across / (blend.HEAD_HALF_W * m)) ** 2 + (along / (blend.HEAD_HALF_H * m)) ** 2 < 1.0001
+    return np.sqrt((across / (half_w * m)) ** 2 + (along / (half_h * m)) ** 2)
 
 
 @pytest.mark.data
 @pytest.mark.slow
 def test_pixels_outside_the_head_masks_never_change_on_every_photo(photos_dir):
-    """A strong, speckled change (inverted crops plus noise) reaches no pixel outside the head ellipses."""
+    """A strong, speckled change (inverted crops plus noise) reaches no pixel outside the head ellipses; a
+    hair-colour edit ("hair" region) none outside its wider ellipse, nor inside the face."""
     detector = FaceDetector()
     g = torch.Generator().manual_seed(0)
     n_photos = 0
@@ -42,10 +44,19 @@ def test_pixels_outside_the_head_masks_never_change_on_every_photo(photos_dir):
         n_photos += 1
         x = align(photo, faces, 64)
         x_fake = (-x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
-        before, after = np.asarray(photo), np.asarray(paste_back(photo, faces, x_fake, x))
-        inside = np.any([_inside_head(f, photo.size) for f in faces], axis=0)
+        before = np.asarray(photo)
+        after = np.asarray(paste_back(photo, faces, x_fake, x))
+        inside = np.any([_ellipse_rho(f, photo.size, -blend.HEAD_RISE, blend.HEAD_HALF_W, blend.HEAD_HALF_H)
+                         < 1.0001 for f in faces], axis=0)
         assert np.array_equal(after[~inside], before[~inside]), path.name
         assert np.abs(after.astype(int) - before)[inside].mean() > 20, path.name  # and the heads did change
+        hair = np.asarray(paste_back(photo, faces, x_fake, x, region="hair"))
+        inside = np.any([_ellipse_rho(f, photo.size, -blend.HAIR_RISE, blend.HAIR_HALF_W, blend.HAIR_HALF_H)
+                         < 1.0001 for f in faces], axis=0)
+        face = np.any([_ellipse_rho(f, photo.size, blend.FACE_DROP, blend.FACE_HALF_W, blend.FACE_HALF_H)
+                       < 0.9999 - blend.FACE_FEATHER for f in faces], axis=0)
+        assert np.array_equal(hair[~inside | face], before[~inside | face]), path.name
+        assert np.abs(hair.astype(int) - before)[inside & ~face].mean() > 10, path.name
     assert n_photos == 9
 
 

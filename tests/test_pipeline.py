@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from stargan_core import blend
 from stargan_core.checkpoint import save_release
 from stargan_core.cli import main
 from stargan_core.config import ModelConfig
@@ -188,6 +189,20 @@ def test_strength_scales_each_group_and_keep_keeps():
                 whole_image=True).faces[0]
     assert face.c_org.tolist() == [1, 0, 0, 0, 1]
     assert face.c_trg.tolist() == [0.5, 0.5, 0, 1.5, 1]  # halfway to blond, a little beyond male, age kept
+
+
+def test_a_hair_colour_edit_leaves_the_face_alone_and_a_gender_edit_does_not():
+    pipe = tiny_pipeline(with_d=False)
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    face = FaceDetector.whole_image(photo, 32)
+    u, v = blend._crop_coords(face.matrix, (128, 128))  # the crop coordinates of every photo pixel
+    in_face, on_hair = (blend.face_mask(face, u, v) == 1).numpy(), (blend.hair_mask(face, u, v) > 0.5).numpy()
+    before = np.asarray(photo).astype(int)
+    hair = np.asarray(pipe(photo, {"hair": "blond"}, current={"hair": "black"}, faces=[face]).image).astype(int)
+    gender = np.asarray(pipe(photo, {"gender": "male"}, current={"gender": "female"}, faces=[face]).image)
+    assert in_face.sum() > 1000 and on_hair.sum() > 1000
+    assert np.array_equal(hair[in_face], before[in_face]) and np.abs(hair - before)[on_hair].mean() > 1
+    assert np.abs(gender.astype(int) - before)[in_face].mean() > 1
 
 
 def test_a_joint_model_runs_one_pass_per_changed_dataset_in_schema_order():
