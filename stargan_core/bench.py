@@ -17,12 +17,12 @@ an iteration is averaged over whole ``n_critic`` periods, so it matches what the
 N concurrent ``gradio_client`` users that each edit photos through the ``/edit`` endpoint, and prints latency
 percentiles, throughput and the server's peak RSS (``VmHWM``) for N = 1, 8, 16.
 
-``blend`` measures the head-shaped, denoised, edge-aware paste-back (``blend.paste_back``) against the square one
-it replaced, on every photo of ``../shared/data/photos`` with a face and each of the paper's test edits (blended
-as the pipeline blends them: through the hair region for a hair colour, the head mask otherwise): the mean
-change in the crop square outside the mask, the high-frequency (Laplacian) energy of the pasted change inside it, and how often an attribute classifier still finds the target attribute after re-detecting and
-re-aligning the edited photo (against the classifier on the model's raw crop). ``--pictures DIR`` saves
-before / square / head-shaped side-by-sides.
+``blend`` measures the head-shaped, denoised, edge-aware paste-back (``blend.paste_back``) against the square one it
+replaced, on every photo of ``../shared/data/photos`` with a face and each of the paper's test edits (blended as the
+pipeline blends them: through the hair region for a hair colour, the head mask otherwise): the mean change in the
+crop square outside the mask, the high-frequency (Laplacian) energy of the pasted change inside it, and how often an
+attribute classifier still finds the target attribute after re-detecting and re-aligning the edited photo (against
+the classifier on the model's raw crop). ``--pictures DIR`` saves before / square / head-shaped side-by-sides.
 """
 from __future__ import annotations
 
