@@ -18,9 +18,9 @@ on the CPU out, the same numbers as ``G(x, c)`` in fp32 up to ``MAX_ERROR``. The
 ``choose_path`` runs at load time: the fp32 reference on ``probe_faces()`` (two public-domain aligned faces), then
 each candidate, each timed once on the same faces after a warm-up. A candidate that raises, whose mean error is
 above ``MAX_ERROR`` or that is not faster is dropped with its reason; no candidate starts that would end past
-``budget_s``, judged by the longest one so far (the first starts if the reference left time).
-Whatever happens, the answer is a working path (fp32 at worst). ``torch.compile`` is not a candidate: its
-compilation takes far longer than the budget on a 2-vCPU Space. Measured figures: README, "Speed".
+``budget_s``, judged by the longest one so far (the first starts if the reference left time). Whatever happens, the
+answer is a working path (fp32 at worst). ``torch.compile`` is not a candidate: its compilation took 23 s on 2 quiet
+cores (then 71 ms per face, slower than int8). Measured figures: README, "Speed".
 """
 from __future__ import annotations
 
