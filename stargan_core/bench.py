@@ -10,7 +10,8 @@ on a shared machine ``--threads 1 --cpu-time`` gives figures that other processe
 
 ``train`` times the training loop's own update (``train.update``: a D step, and a G step every ``n_critic``)
 on real CelebA batches, two ways: the plain path (fp32, eager, JPEGs decoded per step as the official code does)
-and the project's (images decoded once into a uint8 cache on the device), and prints images/s and their ratio;
+and the project's (images decoded once into a uint8 cache on the device; with ``--compile`` a compiled G), and
+prints images/s and their ratio;
 an iteration is averaged over whole ``n_critic`` periods, so it matches what the progress bar shows.
 
 ``serve`` starts ``app.py`` in its own process (the paper's 128 px nets with random weights, or ``--model``), runs
@@ -166,7 +167,7 @@ def time_train(cfg, device: torch.device, batches, periods: int = 1) -> float:
     G, D = build_generator(mcfg).to(device), build_discriminator(mcfg).to(device)
     g_opt = torch.optim.Adam(G.parameters(), cfg.g_lr, (cfg.beta1, cfg.beta2))
     d_opt = torch.optim.Adam(D.parameters(), cfg.d_lr, (cfg.beta1, cfg.beta2))
-    nets = Nets(torch.compile(G) if cfg.compile and device.type == "cuda" else G, D)
+    nets = Nets(torch.compile(G) if cfg.compile else G, D)
     amp = (lambda: torch.autocast(device.type, torch.bfloat16)) if cfg.bf16 and device.type == "cuda" \
         else contextlib.nullcontext
     gen = torch.Generator().manual_seed(0)
@@ -203,9 +204,9 @@ def train(args: argparse.Namespace) -> None:
         ds = ImageLabels(records[:max(64, cfg.batch_size * 4 * (1 + args.periods) * cfg.n_critic)], cfg.image_size,
                          178)
         sampler = StepSampler(len(ds), cfg.batch_size, cfg.seed)
-        secs = {path: time_train(cfg, device, batches(ds, sampler, replace(cfg, cache=path == "project",
-                                                                           num_workers=1), device, None),
-                                 args.periods) for path in ("plain", "project")}
+        secs = {path: time_train(replace(cfg, compile=cfg.compile and path == "project"), device,  # plain: eager
+                                 batches(ds, sampler, replace(cfg, cache=path == "project", num_workers=1), device,
+                                         None), args.periods) for path in ("plain", "project")}
         ips = {path: cfg.batch_size / s for path, s in secs.items()}
         print(f"  {name:<8} {cfg.image_size} px, batch {cfg.batch_size}: plain {secs['plain']:.4f} s/iter "
               f"({ips['plain']:.1f} images/s), project {secs['project']:.4f} s/iter ({ips['project']:.1f} images/s)"

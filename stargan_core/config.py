@@ -112,7 +112,7 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda > mps > cpu
     num_threads: int = 0  # CPU threads for torch (0 = torch's default; 1 is far faster on a busy machine)
     bf16: bool = False  # bf16 autocast (CUDA only)
-    compile: bool = False  # torch.compile the generator (CUDA only)
+    compile: bool = False  # torch.compile the generator (CUDA or CPU; on CPU it needs a C compiler)
     log_every: int = 10
     sample_every: int = 1000
     n_samples: int = 8  # held-out images in each sample grid
