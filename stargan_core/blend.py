@@ -43,6 +43,8 @@ FACE_DROP, FACE_HALF_W, FACE_HALF_H, FACE_FEATHER = 0.45, 1.05, 1.35, 0.25
 DENOISE_SIGMA = 1.0  # model px
 UPSAMPLE_RADIUS, UPSAMPLE_EPS = 1.0, 0.05 ** 2  # model px (in photo px for each face); guidance in [0, 1]: a window
 # follows the photo's colours where their contrast is well above 0.05 (hair against a wall), not skin texture
+UPSAMPLE_MIN_SCALE = 2.0  # photo px per model px: a face drawn smaller has no detail for the filter to add (its
+# window would be 1 photo px), so its change is only warped, which halves a 6-face photo's paste-back (0.11 s -> 0.05)
 
 
 def head_mask(face: Face, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -151,9 +153,10 @@ def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_re
             to_other = other.matrix + other.matrix[:, :2] @ [[0, 0, x0], [0, 0, y0]]
             mask = mask * (1 - face_mask(other, *_crop_coords(to_other, (y1 - y0, x1 - x0))).float()[None])
         warped = _sample(s, to_crop, (y1 - y0, x1 - x0), "bicubic", "border")  # (3, h, w)
-        if detail:
-            warped = upsample(warped, photo[part], 1 / float(np.hypot(*face.matrix[:, 0])))
-        else:
+        scale = 1 / float(np.hypot(*face.matrix[:, 0]))  # photo px per crop px
+        if detail and scale >= UPSAMPLE_MIN_SCALE:
+            warped = upsample(warped, photo[part], scale)
+        elif not detail:
             warped = warped - photo[part]
         num[part] += mask * warped
         den[part] += mask
