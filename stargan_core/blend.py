@@ -10,7 +10,8 @@ Three steps per face, after ``faces.align`` and the generator:
    the target on 37.8% of re-detected edited faces instead of 29.7%, at the same Laplacian cut).
 2. It is warped to the photo and **upsampled edge-aware**: a fast guided filter steered by the full-resolution
    photo re-fits the change, window by window, as a linear function of the photo's colours, so a hair-colour
-   change stops at the real hair edge instead of fading out as a blurry blob.
+   change stops at the real hair edge instead of fading out as a blurry blob. A face drawn at under 2 photo px per
+   model px (``UPSAMPLE_MIN_SCALE``) is only warped: there is no finer detail for the filter to follow.
 3. It is applied through a **head-shaped mask**: a feathered ellipse placed from the face's landmarks in the CelebA
    framing (face, hair around and above it), zero outside, so the backdrop beside the head is never touched. A
    hair-colour edit goes through the **hair region** instead (``hair_mask``): a wider, taller ellipse that reaches
