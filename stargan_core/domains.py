@@ -28,6 +28,11 @@ RAFD_EXPRESSIONS = ("angry", "contemptuous", "disgusted", "fearful", "happy", "n
 _BINARY_WORDS = {"Male": ("gender", "Male", "Female"), "Young": ("age", "Young", "Old")}
 
 
+
+def _changed(choices: Mapping[str, object]) -> set[str]:
+    """The names of the groups that ``choices`` set to something other than keep."""
+    return {n for n, v in choices.items() if v is not None and not (isinstance(v, str) and v.lower() == KEEP)}
+
 @dataclass(frozen=True)
 class Group:
     """Consecutive label positions that a person sets with one control."""
@@ -158,13 +163,12 @@ class DomainSchema:
 
     def changed_datasets(self, choices: Mapping[str, object]) -> list[str]:
         """Datasets (in schema order) with at least one group not set to keep."""
-        touched = {self.dataset_of(n) for n, v in choices.items()
-                   if v is not None and not (isinstance(v, str) and v.lower() == KEEP)}
+        touched = {self.dataset_of(n) for n in _changed(choices)}
         return [ds.name for ds in self.datasets if ds.name in touched]
 
     def changed_groups(self, choices: Mapping[str, object]) -> list[Group]:
         """Groups (in schema order) that ``choices`` set to something other than keep."""
-        touched = {n for n, v in choices.items() if v is not None and not (isinstance(v, str) and v.lower() == KEEP)}
+        touched = _changed(choices)
         return [g for g in self.groups if g.name in touched]
 
     def _option_index(self, g: Group, value: object) -> int:
