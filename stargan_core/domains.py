@@ -28,10 +28,10 @@ RAFD_EXPRESSIONS = ("angry", "contemptuous", "disgusted", "fearful", "happy", "n
 _BINARY_WORDS = {"Male": ("gender", "Male", "Female"), "Young": ("age", "Young", "Old")}
 
 
-
 def _changed(choices: Mapping[str, object]) -> set[str]:
     """The names of the groups that ``choices`` set to something other than keep."""
     return {n for n, v in choices.items() if v is not None and not (isinstance(v, str) and v.lower() == KEEP)}
+
 
 @dataclass(frozen=True)
 class Group:
@@ -45,8 +45,8 @@ class Group:
 
     @property
     def is_hair_colour(self) -> bool:
-        """A group of hair colours (CelebA's ``*_Hair`` attributes): its edits belong on the hair, not the face."""
-        return all(lab.lower().endswith("_hair") for lab in self.labels)
+        """A group of CelebA's hair colours (``HAIR_COLOURS``): its edits belong on the hair, not on the face."""
+        return all(lab in HAIR_COLOURS for lab in self.labels)
 
     def options(self) -> list[str]:
         """The values a person may choose, besides ``"keep"``."""

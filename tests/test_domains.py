@@ -89,3 +89,9 @@ def test_custom_celeba_schema_and_round_trip():
     assert DomainSchema.from_dict(JOINT.to_dict()) == JOINT
     with pytest.raises(ValueError, match="next to each other"):
         celeba_schema(["Black_Hair", "Male", "Blond_Hair"])
+
+
+def test_only_hair_colour_groups_count_as_hair_and_keep_changes_nothing():
+    assert [g.is_hair_colour for g in JOINT.groups] == [True, False, False, False]  # hair, gender, age, expression
+    assert [g.name for g in JOINT.changed_groups({"hair": "blond", "gender": "keep", "age": None})] == ["hair"]
+    assert JOINT.changed_groups({"hair": "Keep"}) == []
