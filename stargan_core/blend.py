@@ -122,7 +122,8 @@ def upsample(change: torch.Tensor, guide: torch.Tensor, scale: float) -> torch.T
 
 def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_ref: torch.Tensor | None = None,
                detail: bool = True, region: str = "head") -> Image.Image:
-    """Blend the edited crops x_fake (N, 3, s, s) in [-1, 1] into the photo inside each face's head mask.
+    """Blend the edited crops x_fake (N, 3, s, s) in [-1, 1] into the photo inside each face's mask: the head, or
+    with ``region="hair"`` (a hair colour) the hair region less every face of the photo.
 
     detail=True adds the change x_fake - x_ref (default x_ref: the aligned input), denoised and upsampled
     edge-aware, to the full-resolution photo; detail=False pastes the crop itself. Outside the masks nothing changes.
