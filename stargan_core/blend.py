@@ -151,7 +151,7 @@ def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_re
         part = np.s_[:, y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
         to_crop = face.matrix + face.matrix[:, :2] @ [[0, 0, x0], [0, 0, y0]]  # footprint px -> crop px
         mask = region_mask(face, *_crop_coords(to_crop, (y1 - y0, x1 - x0)), region).float()[None]  # (1, h, w)
-        for other in (f for f in faces if f is not face and region == "hair"):  # nor on a neighbour's face
+        for other in [f for f in faces if f is not face] if region == "hair" else []:  # nor a neighbour's face
             to_other = other.matrix + other.matrix[:, :2] @ [[0, 0, x0], [0, 0, y0]]
             mask = mask * (1 - face_mask(other, *_crop_coords(to_other, (y1 - y0, x1 - x0))).float()[None])
         warped = _sample(s, to_crop, (y1 - y0, x1 - x0), "bicubic", "border")  # (3, h, w)

@@ -109,19 +109,7 @@ def ort_session(model: bytes | str) -> Run:
 
 def onnxruntime(G: nn.Module, x: torch.Tensor, c: torch.Tensor) -> Run:
     """G exported to ONNX and run by ONNX Runtime in fp32."""
-    return ort_session(_exported(G, x, c))
-
-
-def _exported(G: nn.Module, x: torch.Tensor, c: torch.Tensor) -> bytes:
-    """``to_onnx(G, x, c)``, exported once for all the ONNX candidates of one ``choose_path`` (which clears it)."""
-    key = (id(G), tuple(x.shape), tuple(c.shape))
-    if _EXPORTED.get("key") != key:
-        _EXPORTED.clear()
-        _EXPORTED.update(key=key, graph=to_onnx(G, x, c), G=G)  # G kept alive so that its id is not reused
-    return _EXPORTED["graph"]
-
-
-_EXPORTED: dict = {}  # the graph of the measurement under way
+    return ort_session(to_onnx(G, x, c))
 
 
 def onnxruntime_int8(G: nn.Module, x: torch.Tensor, c: torch.Tensor) -> Run:
@@ -150,7 +138,7 @@ def _int8(G: nn.Module, x: torch.Tensor, c: torch.Tensor, pick: Callable[[str, i
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path, int8_path = Path(tmp) / "g.onnx", Path(tmp) / "g8.onnx"
-        fp32_path.write_bytes(_exported(G, x, c))
+        fp32_path.write_bytes(to_onnx(G, x, c))
         convs = [n.name for n in onnx.load(str(fp32_path)).graph.node if n.op_type == "Conv"]
         convs = [name for i, name in enumerate(convs) if pick(name, i, len(convs))]
         if not convs:
@@ -201,20 +189,17 @@ def choose_path(G: nn.Module, size: int, names: list[str] | None = None, budget_
         return Choice("fp32", reference, dropped={"fp32": f"kept without measuring ({e})"})
     best = Choice("fp32", reference, {"fp32": t_ref}, {"fp32": 0.0})
     longest = 0.0  # the longest any candidate took to build and measure: what the next one is expected to take
-    try:
-        for name in [n for n in (names or paths) if n != "fp32"]:
-            if not cpu:
-                best.dropped[name] = "G is not on the CPU"
-            elif time.perf_counter() - start + longest > budget_s:
-                best.dropped[name] = f"not tried: it would not end within the {budget_s:g} s budget"
-            elif name not in paths:
-                best.dropped[name] = "no such path"
-            else:
-                t = time.perf_counter()
-                _try(best, name, paths[name], G, x, c, y_ref)
-                longest = max(longest, time.perf_counter() - t)
-    finally:
-        _EXPORTED.clear()  # the graph served this measurement only
+    for name in [n for n in (names or paths) if n != "fp32"]:
+        if not cpu:
+            best.dropped[name] = "G is not on the CPU"
+        elif time.perf_counter() - start + longest > budget_s:
+            best.dropped[name] = f"not tried: it would not end within the {budget_s:g} s budget"
+        elif name not in paths:
+            best.dropped[name] = "no such path"
+        else:
+            t = time.perf_counter()
+            _try(best, name, paths[name], G, x, c, y_ref)
+            longest = max(longest, time.perf_counter() - t)
     best.took = time.perf_counter() - start
     return best
 
