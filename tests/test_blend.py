@@ -15,9 +15,11 @@ from stargan_core.faces import FaceDetector, align, key_points
 from stargan_core.images import load_image
 
 
-def _ellipse_rho(face, size: tuple[int, int], drop: float, half_w: float, half_h: float) -> np.ndarray:
-    """(H, W) the elliptic radius (1 on the ellipse) of each photo pixel centre, for an ellipse centred ``drop``
-    eye-to-mouth distances below the eye midpoint, computed here from the face's landmarks in photo px."""
+def _ellipse_rho(face, size: tuple[int, int], drop: float, half_w: float, half_h: float,
+                 half_h_low: float | None = None, power_low: float = 2.0) -> np.ndarray:
+    """(H, W) the elliptic radius (1 on the outline) of each photo pixel centre, for an ellipse centred ``drop``
+    eye-to-mouth distances below the eye midpoint (below its centre: a superellipse of power ``power_low`` and
+    half-height ``half_h_low``), computed here from the face's landmarks in photo px."""
     eyes, mouth = np.split(key_points(face.landmarks), [2])
     down = mouth[0] - eyes.mean(0)
     m = np.hypot(*down)
@@ -25,7 +27,9 @@ def _ellipse_rho(face, size: tuple[int, int], drop: float, half_w: float, half_h
     xs, ys = np.meshgrid(np.arange(size[0]) + 0.5, np.arange(size[1]) + 0.5)
     along = ((xs - centre[0]) * down[0] + (ys - centre[1]) * down[1]) / m  # along "down"
     across = ((xs - centre[0]) * down[1] - (ys - centre[1]) * down[0]) / m
-    return np.sqrt((across / (half_w * m)) ** 2 + (along / (half_h * m)) ** 2)
+    p = np.where(along > 0, power_low, 2.0)
+    ay = np.where(along > 0, along / ((half_h_low or half_h) * m), -along / (half_h * m))
+    return (np.abs(across / (half_w * m)) ** p + ay ** p) ** (1 / p)
 
 
 @pytest.mark.data
@@ -46,12 +50,14 @@ def test_pixels_outside_the_head_masks_never_change_on_every_photo(photos_dir):
         x_fake = (-x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
         before = np.asarray(photo)
         after = np.asarray(paste_back(photo, faces, x_fake, x))
-        inside = np.any([_ellipse_rho(f, photo.size, -blend.HEAD_RISE, blend.HEAD_HALF_W, blend.HEAD_HALF_H)
+        inside = np.any([_ellipse_rho(f, photo.size, -blend.HEAD_RISE, blend.HEAD_HALF_W, blend.HEAD_HALF_H,
+                                      blend.HEAD_HALF_H_LOW, blend.LOW_POWER)
                          < 1.0001 for f in faces], axis=0)
         assert np.array_equal(after[~inside], before[~inside]), path.name
         assert np.abs(after.astype(int) - before)[inside].mean() > 20, path.name  # and the heads did change
         hair = np.asarray(paste_back(photo, faces, x_fake, x, region="hair"))
-        inside = np.any([_ellipse_rho(f, photo.size, -blend.HAIR_RISE, blend.HAIR_HALF_W, blend.HAIR_HALF_H)
+        inside = np.any([_ellipse_rho(f, photo.size, -blend.HAIR_RISE, blend.HAIR_HALF_W, blend.HAIR_HALF_H,
+                                      blend.HAIR_HALF_H_LOW, blend.LOW_POWER)
                          < 1.0001 for f in faces], axis=0)
         face = np.any([_ellipse_rho(f, photo.size, blend.FACE_DROP, blend.FACE_HALF_W, blend.FACE_HALF_H)
                        < 0.9999 - blend.FACE_FEATHER for f in faces], axis=0)
@@ -114,8 +120,24 @@ def test_masks_are_head_shaped_and_the_after_crops_use_them():
     face = FaceDetector.whole_image(photo, 64)
     mask = head_masks([face], 64)[0, 0]
     assert mask[38, 32] == 1 and mask[0, 0] == 0 and mask[63, 0] == 0 and mask[0, 63] == 0  # corners: backdrop
-    assert 0.35 < mask.mean() < 0.7  # the ellipse covers 53% of the crop, with its feathered rim
+    assert 0.4 < mask.mean() < 0.75  # the head shape covers 65% of the crop, with its feathered rim
     x_real = align(photo, [face], 64)
     after = crops_after(x_real, x_real + 0.5, x_real, [face])
     assert torch.equal(after[..., mask == 0], x_real[..., mask == 0])
     np.testing.assert_allclose(after[..., mask == 1], (x_real + 0.5)[..., mask == 1], atol=1e-5)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_bench_blend_prints_a_clean_head_against_the_square(photos_dir, capsys):
+    """``bench blend`` on one photo with the shipped model: the head-shaped paste leaves the crop square outside
+    the mask at exactly 0 where the square paste does not, and cuts the Laplacian energy at model px by half."""
+    from pathlib import Path
+
+    from stargan_core import bench
+    release = Path(__file__).resolve().parents[1] / "checkpoints" / "celeba128"
+    bench.main(["blend", "--model", str(release), "--path", "fp32", "--photos", "fr_two_people.jpg"])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("fr_two_people.jpg"))
+    faces, edits, out_square, out_head, *_, model_cut, _, _ = row.split()[1:]
+    assert (faces, edits, out_head) == ("2", "5", "0.00")
+    assert float(out_square) > 1 and int(model_cut.rstrip("%")) >= 50
