@@ -25,7 +25,7 @@ crop square outside the mask, the high-frequency (Laplacian) energy of the paste
 attribute classifier still finds the target attribute after re-detecting and re-aligning the edited photo (against
 the classifier on the model's raw crop, and on two crops that need no paste: the real face plus the model's change,
 raw and denoised, the best any blend that adds the denoised change can do). ``--celeba N`` adds N held-out CelebA
-images (74 edits of the photos are a small sample: one edit is 1.4 points); G runs on a named path (``--path``),
+images (the photos give about 75 edits, a small sample: one edit is 1.3 points); G runs on a named path (``--path``),
 not the load-time race, so the figures do not depend on how busy the machine is. ``--pictures DIR`` saves
 before / square / head-shaped side-by-sides.
 """
@@ -419,7 +419,7 @@ def blend(args: argparse.Namespace) -> None:
           f" px | model px   paste-back s\n{'':<37}{'square':>11}{'head':>8}{'square':>12}{'head':>8}{'cut':>6}"
           f"{'square':>9}{'head':>8}{'cut':>6}{'square':>9}{'head':>6}")
     survive = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # source -> kind -> group -> [found]
-    celeba_rows, celeba_times = [], {"square": [], "head": []}
+    celeba_rows, celeba_times, celeba_faces = [], {"square": [], "head": []}, 0
     for name, load in _blend_images(args):
         rgb = load()
         faces = pipe.detect(rgb)
@@ -466,16 +466,18 @@ def blend(args: argparse.Namespace) -> None:
                         found[k][group.name] += [g for g, e in zip(got, edit.tolist(), strict=True) if e]
         if name.startswith("celeba:"):  # one summary row for all of them
             celeba_rows += rows
+            celeba_faces += len(faces)
             for k in times:
                 celeba_times[k] += times[k]
             continue
         _blend_row(name, len(faces), rows, times)
     if celeba_rows:
-        _blend_row(f"celeba x{args.celeba}", 1, celeba_rows, celeba_times)
+        _blend_row(f"celeba x{args.celeba}", celeba_faces, celeba_rows, celeba_times)
     if clf:
         if len(survive) > 1:
-            survive["both"] = {k: {g: survive["photos"][k][g] + survive["held-out CelebA"][k][g]
-                                   for g in survive["photos"][k]} for k in survive["photos"]}
+            photos, celeba = survive["photos"], survive["held-out CelebA"]
+            survive["both"] = {k: {g: photos[k][g] + celeba[k][g] for g in {*photos[k], *celeba[k]}}
+                               for k in {**photos, **celeba}}
         for source, table in survive.items():
             _survival_table(source, table)
 
