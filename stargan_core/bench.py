@@ -23,8 +23,9 @@ replaced, on every photo of ``../shared/data/photos`` with a face and each of th
 pipeline blends them: through the hair region for a hair colour, the head mask otherwise): the mean change in the
 crop square outside the mask, the high-frequency (Laplacian) energy of the pasted change inside it, and how often an
 attribute classifier still finds the target attribute after re-detecting and re-aligning the edited photo (against
-the classifier on the model's raw crop, and on two crops that need no paste: the real face plus the model's change,
-raw and denoised, the best any blend that adds the denoised change can do). ``--celeba N`` adds N held-out CelebA
+the classifier on the model's raw crop, and on three crops that need no paste: the real face plus the model's
+change, raw, denoised (the best any blend that adds the denoised change can do), and denoised through the mask:
+what is left to lose is the paste and the re-detection). ``--celeba N`` adds N held-out CelebA
 images (the photos give about 75 edits, a small sample: one edit is 1.3 points); G runs on a named path (``--path``),
 not the load-time race, so the figures do not depend on how busy the machine is. ``--pictures DIR`` saves
 before / square / head-shaped side-by-sides.
@@ -402,7 +403,7 @@ def blend(args: argparse.Namespace) -> None:
 
     import numpy as np
 
-    from .blend import denoise, head_masks, paste_back
+    from .blend import crops_after, denoise, head_masks, paste_back
     from .classifier import decide, load_classifier
     from .faces import align
     from .pipeline import StarGANPipeline
@@ -457,7 +458,8 @@ def blend(args: argparse.Namespace) -> None:
                 if edit.any():
                     found = survive["held-out CelebA" if name.startswith("celeba:") else "photos"]
                     judged = {"raw crop": x_fake, "raw change": x_real + (x_fake - x_ref),
-                              "raw change, denoised": x_real + denoise(x_fake - x_ref)}
+                              "raw change, denoised": x_real + denoise(x_fake - x_ref),
+                              "denoised, masked": crops_after(x_real, x_fake, x_ref, faces, region)}
                     for k, x in judged.items():  # on the model's own crop: no paste, no re-detection
                         found[k][group.name] += (decide(clf.probs(x.clamp(-1, 1))[:, idx], ds)[group.name]
                                                    == want)[edit].tolist()
