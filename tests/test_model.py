@@ -139,5 +139,5 @@ def test_upsample_is_validated_round_trips_and_defaults_to_the_papers_deconv(tmp
     assert ModelConfig.from_dict(old).upsample == "deconv"
     assert isinstance(build_generator(ModelConfig.from_dict(old)).main[9 + 6], torch.nn.ConvTranspose2d)
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "celeba128" / "config.json"
-    if shipped.is_file():  # the shipped release predates the option: its file has no such field
-        assert "upsample" not in shipped.read_text() and ModelConfig.load(shipped).upsample == "deconv"
+    if shipped.is_file():  # the shipped release has the paper's transposed convolutions (field written or not)
+        assert ModelConfig.load(shipped).upsample == "deconv"
