@@ -27,12 +27,12 @@ the classifier on the model's raw crop, and on crops that need no paste: the rea
 raw, denoised (the best any blend that adds the denoised change can do), and denoised through the mask: what is
 left to lose is the paste and the re-detection). One more row adds the same denoised change to the model's own
 reconstruction G(x, c_org) instead of the photo: the judge, trained on real photos, finds a hair colour there far
-more often than on the photo with the very same change (83% against 67% on 503 held-out hair edits), so part of
-the gap between the raw crop and any blend is the model's rendering of the whole crop, which no blend that keeps
-the photo can carry over. ``--celeba N`` adds N held-out CelebA
-images (the photos give about 75 edits, a small sample: one edit is 1.3 points); G runs on a named path (``--path``),
-not the load-time race, so the figures do not depend on how busy the machine is. ``--pictures DIR`` saves
-before / square / head-shaped side-by-sides.
+more often than on the photo with the very same change (83% against 67% on 503 held-out hair edits with the
+31,400-iteration model, 90.5% against 77.7% on 148 with the 32,450 one), so part of the gap between the raw crop
+and any blend is the model's rendering of the whole crop, which no blend that keeps the photo can carry over.
+``--celeba N`` adds N held-out CelebA images (the photos give about 75 edits, a small sample: one edit is 1.3
+points); G runs on a named path (``--path``), not the load-time race, so the figures do not depend on how busy the
+machine is. ``--pictures DIR`` saves before / square / head-shaped side-by-sides.
 """
 from __future__ import annotations
 
