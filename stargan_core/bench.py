@@ -461,9 +461,9 @@ def blend(args: argparse.Namespace) -> None:
                 edit = decide(clf.probs(x_real)[:, idx], ds)[group.name] != want  # the judge sees a change to make
                 if edit.any():
                     found = survive["held-out CelebA" if name.startswith("celeba:") else "photos"]
-                    judged = {"raw crop": x_fake, "denoised, on G(x,c_org)": x_ref + denoise(x_fake - x_ref),
-                              "raw change": x_real + (x_fake - x_ref),
-                              "raw change, denoised": x_real + denoise(x_fake - x_ref),
+                    change = denoise(x_fake - x_ref)
+                    judged = {"raw crop": x_fake, "denoised, on G(x,c_org)": x_ref + change,
+                              "raw change": x_real + (x_fake - x_ref), "raw change, denoised": x_real + change,
                               "denoised, masked": crops_after(x_real, x_fake, x_ref, faces, region)}
                     for k, x in judged.items():  # on the model's own crop: no paste, no re-detection
                         found[k][group.name] += (decide(clf.probs(x.clamp(-1, 1))[:, idx], ds)[group.name]

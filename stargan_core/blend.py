@@ -4,7 +4,7 @@ Three steps per face, after ``faces.align`` and the generator:
 
 1. **The change** ``x_fake - x_ref`` (``x_ref = G(x_real, c_org)``, so the model's reconstruction error cancels) is
    *denoised at model resolution* by a Gaussian of ``DENOISE_SIGMA`` model px: the model's per-pixel speckle
-   goes (its Laplacian energy drops 31x on blond edits of 32 held-out CelebA faces, shipped model), a change
+   goes (its Laplacian energy drops 32x on blond edits of 32 held-out CelebA faces, 32,450-iteration model), a change
    smooth over a few pixels passes within 1/255. Edges it softens are restored by step 2. sigma 1 and a guided
    window of radius 1 model px keep more of the edit than 1.5 and 2 did (``bench blend``: the classifier found
    the target on 37.8% of re-detected edited faces instead of 29.7%, at the same Laplacian cut).
@@ -18,7 +18,7 @@ Three steps per face, after ``faces.align`` and the generator:
    **hair region** instead (``hair_mask``): a wider, taller shape that reaches long hair beside the face, with the
    face itself (brows to chin, and any neighbour's face) left out, because the model's hair edits also tint the
    skin. Every mask also fades out at the crop's edges, where the change ends. Against the plain ellipses of the
-   first version (``bench blend --celeba 60``, shipped model), the share of edits the classifier still finds
+   first version (``bench blend --celeba 60``, 31,400-iteration model), the share of edits the classifier still finds
    after re-detection rose on 60 held-out CelebA images from 48.1% to 55.4% (hair colours: 50.0% to 57.4%), and a
    long-haired face no longer keeps its old colour below the chin.
 
