@@ -25,17 +25,7 @@ Three steps per face, after ``faces.align`` and the generator:
 The guided filter is kornia's (``kornia.filters.guided_blur``, He et al. 2013; ``subsample`` is the fast guided
 filter of He & Sun 2015). ``crops_after`` gives the UI's "after" crop through the very same mask and denoising.
 
-Other ways to apply a hair-colour change, measured and not adopted (crop level, no paste: the share of 379 hair
-edits of held-out CelebA faces (ids 1850-1999) / 44 on the shared photos where the classifier finds the target,
-32,450-iteration model; the raw crop scores 92.9% / 86.4%, the additive change through the hair region 62.0% /
-43.2%): the change as a ratio in linear light (``x * G(x, c_trg) / G(x, c_org)``, a new reflectance under the
-photo's own light) 61.2% / 43.2%; the change added in linear light 50.4% / 43.2%; the change x1.5 67.8% / 47.7%
-but brown falls from 60.5% to 49.6% (it overshoots); its chroma x1.5 63.1% / 47.7%; a pre-compensated input
-``x' = x + (x - G(x, c_org))`` 50.7% / 40.9% (the generator is too far from the identity: ``G(x', c_org)`` misses
-the photo by 0.21 on average). What the classifier reads is the model's own colour rendering of the hair: the
-change added to ``G(x, c_org)`` instead of the photo scores 81.3% / 70.5%, and importing that rendering into the
-photo (``x + denoise(G(x, c_trg) - x)``) 80.7% / 75.0%, but it also imports the model's colour drift (orange face
-edges and a wider halo on colour-cast scans), which is the artefact the blend exists to remove.
+Other ways to apply a hair-colour change, measured and not adopted: ``docs/BLENDING.md``.
 """
 from __future__ import annotations
 
