@@ -22,6 +22,7 @@ import pickle
 import random
 import re
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -193,6 +194,34 @@ def export_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "float16",
     G, cfg = load_generator(ckpt)
     D = load_discriminator(ckpt)[0] if with_discriminator else None
     return save_release(G, cfg, out_dir, dtype=getattr(torch, dtype), D=D)
+
+
+def resize_from_deconv(weight: torch.Tensor) -> torch.Tensor:
+    """A 4x4 stride-2 transposed conv's weight (in, out, 4, 4) -> the 3x3 conv weight (out, in, 3, 3) that, after
+    a nearest x2 resize, comes closest to it in least squares. The deconv makes each output parity (a, b) from its
+    own 2x2 sub-kernel; a resize conv's four sub-kernels are sums of one 3x3 kernel, so what the four share is kept
+    and their disagreement, the period-2 checkerboard, is dropped (exact when they already agree)."""
+    # Per axis, rows = (parity, input offset) (0,-1), (0,0), (1,0), (1,+1): the deconv tap there is W[3], W[1],
+    # W[2], W[0]; the resize conv's is V[0], V[1]+V[2], V[0]+V[1], V[2] (it sees x[m-1], x[m], x[m], x[m+1]).
+    per_axis = torch.tensor([[1., 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=torch.float64)
+    taps = [3, 1, 2, 0]
+    fit = torch.linalg.pinv(torch.kron(per_axis, per_axis))  # (9, 16): 2-D taps are products of the per-axis ones
+    c_in, c_out = weight.shape[:2]
+    target = weight.double()[:, :, taps][:, :, :, taps].reshape(c_in, c_out, 16)
+    return (target @ fit.T).reshape(c_in, c_out, 3, 3).transpose(0, 1).to(weight.dtype).contiguous()
+
+
+def to_resize_upsampling(G: Generator, cfg: ModelConfig) -> tuple[Generator, ModelConfig]:
+    """A paper (deconv) generator as a ``--upsample resize`` one: every other weight copied, each transposed conv
+    replaced by ``resize_from_deconv``. A starting point for fine-tuning, not the same function: a trained
+    deconv G uses its checkerboard, so the output moves (on CelebA, mean |change| ~0.4 on a [-1, 1] scale)."""
+    new_cfg = replace(cfg, upsample="resize")
+    R = build_generator(new_cfg)
+    up = {f"{name}.weight" for name, m in G.named_modules() if isinstance(m, nn.ConvTranspose2d)}
+    sd = {(k.replace(".weight", ".1.weight") if k in up else k): (resize_from_deconv(v) if k in up else v)
+          for k, v in G.state_dict().items()}
+    R.load_state_dict(sd, strict=True)
+    return R, new_cfg
 
 
 # ----- training state ---------------------------------------------------------------------------------------------

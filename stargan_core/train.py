@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,6 +36,7 @@ from .checkpoint import (
     load_training_state,
     rng_state,
     save_training_state,
+    to_resize_upsampling,
 )
 from .config import ModelConfig, TrainConfig
 from .data import ImageLabels, StepSampler, cache_images, load_datasets
@@ -126,6 +128,11 @@ def batches(train_set: ImageLabels, sampler: StepSampler, cfg: TrainConfig, devi
 def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelConfig, rank: int = 0) -> None:
     """Copy a release's G (and D, when it ships one) into the fresh nets."""
     G0, cfg0 = load_generator(folder)
+    if cfg0.upsample == "deconv" and replace(cfg0, upsample="resize") == mcfg:  # the paper's G -> resize-conv
+        G0, cfg0 = to_resize_upsampling(G0, cfg0)
+        if rank == 0:
+            print(f"{folder}: its transposed convs became nearest-resize 3x3 convs (least-squares fit; the "
+                  "checkerboard part is dropped, so expect the first samples to be rough)", flush=True)
     if cfg0 != mcfg:
         raise CheckpointError(f"{folder}: its model ({cfg0}) differs from this run's ({mcfg}); pass the same "
                               "image size, widths, --upsample and attributes")

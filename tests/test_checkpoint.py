@@ -13,7 +13,14 @@ from official_layout import (
     reference_discriminator,
     reference_generator,
 )
-from stargan_core.checkpoint import CheckpointError, load_discriminator, load_generator, save_release
+from stargan_core.checkpoint import (
+    CheckpointError,
+    load_discriminator,
+    load_generator,
+    resize_from_deconv,
+    save_release,
+    to_resize_upsampling,
+)
 from stargan_core.config import ModelConfig
 from stargan_core.domains import CELEBA5, JOINT, DomainSchema, celeba_schema
 from stargan_core.model import Discriminator, Generator
@@ -169,3 +176,43 @@ def test_a_resize_generator_saved_as_a_bare_state_dict_is_recognised_by_its_3x3_
         assert torch.equal(G2(X, C5), G(X, C5))
     torch.save(official_g_state_dict(8, 5, 2), tmp_path / "200000-G.ckpt")  # the paper's 4x4 transposed convs
     assert load_generator(tmp_path / "200000-G.ckpt")[1].upsample == "deconv"
+
+
+def _deconv_weight_of(up: torch.nn.Module, c_in: int) -> torch.Tensor:
+    """The (in, out, 4, 4) transposed-conv weight that does what ``up`` does, read off its impulse responses: an
+    input pixel at (m, m) reaches outputs 2m-1 .. 2m+2 through kernel taps 0..3 (stride 2, padding 1)."""
+    delta = torch.zeros(c_in, c_in, 5, 5)
+    delta[range(c_in), range(c_in), 2, 2] = 1
+    with torch.no_grad():
+        return up(delta)[:, :, 3:7, 3:7]
+
+
+def test_resize_from_deconv_is_exact_for_a_deconv_a_resize_conv_can_express():
+    torch.manual_seed(0)
+    up = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="nearest"), torch.nn.Conv2d(6, 4, 3, 1, 1,
+                                                                                              bias=False))
+    deconv = torch.nn.ConvTranspose2d(6, 4, 4, 2, 1, bias=False)
+    with torch.no_grad():
+        deconv.weight.copy_(_deconv_weight_of(up, 6))
+        x = torch.randn(2, 6, 7, 9)
+        assert torch.allclose(deconv(x), up(x), atol=1e-5)  # the impulse-response reading is right
+        assert torch.allclose(resize_from_deconv(deconv.weight), up[1].weight, atol=1e-5)
+        deconv.weight.normal_()  # a deconv whose four parities disagree: the fit keeps less than all of it
+        err = (resize_from_deconv(deconv.weight) - up[1].weight)
+        assert err.abs().max() > 0.1
+
+
+def test_to_resize_upsampling_copies_every_other_weight_and_converts_the_up_convs():
+    torch.manual_seed(0)
+    G = Generator(8, 5, 2)
+    cfg = ModelConfig(schema=CELEBA5, image_size=16, g_conv_dim=8, g_repeat_num=2)
+    R, cfg_r = to_resize_upsampling(G, cfg)
+    assert cfg_r.upsample == "resize" and cfg_r.g_conv_dim == 8 and isinstance(R.main[11][0], torch.nn.Upsample)
+    g, r = G.state_dict(), R.state_dict()
+    ups = [k for k in g if g[k].ndim == 4 and g[k].shape[-1] == 4 and k not in ("main.3.weight", "main.6.weight")]
+    assert ups == ["main.11.weight", "main.14.weight"]
+    for k in ups:
+        assert torch.equal(r[k.replace(".weight", ".1.weight")], resize_from_deconv(g[k]))
+    assert all(torch.equal(r[k], v) for k, v in g.items() if k not in ups)
+    with torch.no_grad():
+        assert R(X, C5).shape == G(X, C5).shape
