@@ -95,6 +95,9 @@ class TrainConfig:
     lambda_rec: float = 10.0
     lambda_gp: float = 10.0
     lambda_r1: float = 1.0
+    # identity loss |G(x, c_org) - x|_1 (CycleGAN's identity mapping, Zhu et al. 2017; not in StarGAN: 0 = off). It
+    # keeps G's colours where no change is asked, the drift the app's blend would otherwise carry into edits
+    lambda_id: float = 0.0
     # optimisation
     num_iters: int = 200_000
     num_iters_decay: int = 100_000  # lr decays linearly to 0 over the last num_iters_decay steps

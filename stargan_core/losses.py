@@ -91,7 +91,8 @@ def d_loss(nets: Nets, batch: Batch, w: TrainConfig) -> tuple[torch.Tensor, dict
 
 def g_loss(nets: Nets, batch: Batch, w: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 7 for G: L_G = L_adv + lambda_cls L_cls^f + lambda_rec L_rec (eq. 4: cycle back with c_org, L1).
-    L_adv is -D(G(x, c)) for ``wgan-gp`` and its non-saturating form softplus(-D(G(x, c))) for ``ns-r1``."""
+    L_adv is -D(G(x, c)) for ``wgan-gp`` and its non-saturating form softplus(-D(G(x, c))) for ``ns-r1``;
+    ``lambda_id`` > 0 adds lambda_id |x - G(x, c_org)|_1 (not in the paper)."""
     x_fake = nets.G(batch.x_real, batch.c_trg)  # (N, 3, H, W)
     out_src, out_cls = nets.D(x_fake)
     g_loss_fake = F.softplus(-out_src).mean() if w.adv_loss == "ns-r1" else -out_src.mean()
@@ -99,5 +100,9 @@ def g_loss(nets: Nets, batch: Batch, w: TrainConfig) -> tuple[torch.Tensor, dict
     x_rec = nets.G(x_fake, batch.c_org)
     g_loss_rec = (batch.x_real - x_rec).abs().mean()
     loss = g_loss_fake + w.lambda_rec * g_loss_rec + w.lambda_cls * g_loss_cls
-    logs = {"G/loss_fake": g_loss_fake, "G/loss_rec": g_loss_rec, "G/loss_cls": g_loss_cls, "G/loss": loss}
+    logs = {"G/loss_fake": g_loss_fake, "G/loss_rec": g_loss_rec, "G/loss_cls": g_loss_cls}
+    if w.lambda_id:  # optional: G(x, c_org) should be x itself (CycleGAN's identity loss), not a recoloured x
+        logs["G/loss_id"] = (batch.x_real - nets.G(batch.x_real, batch.c_org)).abs().mean()
+        loss = loss + w.lambda_id * logs["G/loss_id"]
+    logs["G/loss"] = loss
     return loss, {k: v.detach() for k, v in logs.items()}

@@ -135,6 +135,17 @@ def test_g_loss_is_adversarial_plus_classification_plus_l1_cycle():
     assert G.b.grad is not None and math.isfinite(G.b.grad.item())
 
 
+def test_identity_loss_is_off_by_default_and_adds_lambda_id_times_l1_to_x_when_on():
+    b = _joint_batch("rafd")
+    G, D = ShiftG(), LinearD(torch.randn(1, 3, 4, 4) * 0.1, JOINT.cls_dim)
+    base, logs = g_loss(Nets(G, D), b, W)
+    assert "G/loss_id" not in logs
+    loss, logs = g_loss(Nets(G, D), b, TrainConfig(lambda_cls=2.0, lambda_id=5.0))
+    idt = (0.1 * b.c_org.sum(1)).mean()  # G(x, c_org) = x + 0.1 * sum(c_org): |x - G(x, c_org)| = 0.2
+    assert float(logs["G/loss_id"]) == pytest.approx(idt.item(), rel=1e-5) == 0.2
+    assert loss.item() == pytest.approx(base.item() + 5.0 * 0.2, rel=1e-5)
+
+
 def test_losses_are_pure_same_inputs_same_outputs():
     b = _joint_batch("celeba")
     G, D = ShiftG(), LinearD(torch.randn(1, 3, 4, 4), JOINT.cls_dim)
