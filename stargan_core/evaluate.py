@@ -4,7 +4,9 @@
 asks the classifier (``classifier.py``) whether the target is there (**target accuracy**; also among the images
 whose input it did not already judge to be the target) and whether the other groups kept the value it saw on the
 input (**preservation**; also against the ground-truth labels). It measures the L1 (in [-1, 1] pixel units) and
-PSNR (on the [0, 1] scale, per image) of the cycle ``x_rec = G(G(x_real, c_trg), c_org)``, and writes
+PSNR (on the [0, 1] scale, per image) of the cycle ``x_rec = G(G(x_real, c_trg), c_org)``, and of the **identity**
+``G(x_real, c_org)`` (asked to change nothing) its L1 and its colour shift (the norm of its mean RGB change: the
+drift that a blend adding ``G(x, c_trg) - G(x, c_org)`` to the photo leaves out of the edit), and writes
 ``report.json`` and a grid of inputs and translations. ``evaluate_cli`` and ``train_classifier_cli`` are the
 ``evaluate`` and ``train-classifier`` commands.
 """
@@ -120,12 +122,16 @@ def laplacian_energy(x: torch.Tensor) -> torch.Tensor:
 
 
 def _tally(t: dict, ds: DatasetSpec, clf: AttributeClassifier, x_real: torch.Tensor, labels: torch.Tensor,
-           x_fake: torch.Tensor, x_rec: torch.Tensor) -> None:
-    """Add one batch's counts and sums to ``t``. x_real (N, 3, S, S); x_fake and x_rec (domains, N, 3, S, S)."""
+           x_fake: torch.Tensor, x_rec: torch.Tensor, x_id: torch.Tensor) -> None:
+    """Add one batch's counts and sums to ``t``. x_real and x_id (N, 3, S, S); x_fake and x_rec (domains, N, 3,
+    S, S)."""
     idx = [clf.spec.labels.index(lab) for lab in ds.labels]  # the classifier's outputs in the model's label order
     real, truth = decide(clf.probs(x_real)[:, idx], ds), decide(labels, ds)
     t["n"] += len(x_real)
     t["laplacian_real"] += laplacian_energy(x_real).sum().item()
+    drift = (x_id - x_real).float()  # (N, 3, S, S): what G changes when asked for the image's own labels
+    t["id_l1"] += drift.abs().mean((1, 2, 3)).sum().item()
+    t["id_shift"] += drift.mean((2, 3)).norm(dim=1).sum().item()
     for g in ds.groups:
         t["input", g.name] += (real[g.name] == truth[g.name]).sum().item()
     for k, (g, target) in enumerate(_domain_targets(ds, truth)):
@@ -157,9 +163,10 @@ def _evaluate_dataset(G: Generator, schema: DomainSchema, ds: DatasetSpec, clf: 
         columns = translate_domains(G, x_real, c_org, schema)[sl]  # one domain per label, this dataset's only
         x_fake = torch.stack([x for _, x in columns])  # (domains, N, 3, S, S)
         with torch.inference_mode():  # back to the image's own labels: x_rec = G(x_fake, c_org)
-            c_rec = schema.condition(c_org, ds.name).repeat(len(columns), 1)
-            x_rec = G(x_fake.flatten(0, 1), c_rec).view_as(x_fake)
-        _tally(t, ds, clf, x_real, labels, x_fake, x_rec)
+            c_own = schema.condition(c_org, ds.name)  # (N, c_dim)
+            x_rec = G(x_fake.flatten(0, 1), c_own.repeat(len(columns), 1)).view_as(x_fake)
+            x_id = G(x_real, c_own)  # (N, 3, S, S) asked to stay itself
+        _tally(t, ds, clf, x_real, labels, x_fake, x_rec, x_id)
         grid = grid or (["Input", *(name for name, _ in columns)], [x_real[:n_grid], *x_fake[:, :n_grid]])
     return _dataset_report(t, ds, grid[0][1:]), grid
 
@@ -187,7 +194,8 @@ def _dataset_report(t: dict, ds: DatasetSpec, names: list[str]) -> dict:
                                    "preservation_vs_labels", "rec_l1", "rec_psnr", "laplacian_ratio")}
               for g in ds.groups}
     return {"n_images": int(n), "classifier_accuracy_on_inputs": {g.name: t["input", g.name] / n for g in ds.groups},
-            "groups": groups, "domains": domains}
+            "identity_l1": t["id_l1"] / n, "identity_colour_shift": t["id_shift"] / n, "groups": groups,
+            "domains": domains}
 
 
 def _summary(datasets: dict) -> dict:
@@ -197,7 +205,9 @@ def _summary(datasets: dict) -> dict:
     return {"target_accuracy": _mean(g["target_accuracy"] for g in groups),
             "preservation": _mean(g["preservation"] for g in groups),
             "rec_l1": _mean(x["rec_l1"] for x in domains), "rec_psnr": _mean(x["rec_psnr"] for x in domains),
-            "laplacian_ratio": _mean(x["laplacian_ratio"] for x in domains)}
+            "laplacian_ratio": _mean(x["laplacian_ratio"] for x in domains),
+            "identity_l1": _mean(d["identity_l1"] for d in datasets.values()),
+            "identity_colour_shift": _mean(d["identity_colour_shift"] for d in datasets.values())}
 
 
 def save_grid(path: str | Path, names: list[str], columns: list[torch.Tensor], label_h: int = 14) -> Path:
@@ -238,7 +248,8 @@ def format_report(report: dict) -> str:
     s = report["summary"]
     lines.append(f"overall: target accuracy {_fmt(s['target_accuracy'])}, preservation {_fmt(s['preservation'])}, "
                  f"reconstruction L1 {s['rec_l1']:.4f}, PSNR {s['rec_psnr']:.2f} dB, Laplacian of the translations "
-                 f"{s['laplacian_ratio']:.2f}x the real images' (1 = as sharp; speckle > 1, blur < 1)")
+                 f"{s['laplacian_ratio']:.2f}x the real images' (1 = as sharp; speckle > 1, blur < 1), identity "
+                 f"G(x, c_org): L1 {s['identity_l1']:.4f}, colour shift {s['identity_colour_shift']:.3f}")
     return "\n".join(lines)
 
 

@@ -151,6 +151,11 @@ def test_evaluate_cli_matches_figures_computed_by_hand(patches_dir, classifier_d
             assert got["laplacian_ratio"] == pytest.approx((lap(x_fake) / lap(x_real)).item(), rel=1e-4)
             assert got["rec_psnr"] == pytest.approx(np.mean([10 * math.log10(1 / m) for m in mse01.tolist()]),
                                                     rel=1e-4)
+        x_id = G(x_real, c_org)  # asked to stay itself
+        assert d["identity_l1"] == pytest.approx((x_id - x_real).abs().mean().item(), rel=1e-4)
+        shift = torch.linalg.vector_norm((x_id - x_real).mean((2, 3)), dim=1)
+        assert d["identity_colour_shift"] == pytest.approx(shift.mean().item(), rel=1e-4)
+        assert report["summary"]["identity_l1"] == d["identity_l1"]
     assert d["groups"]["tint"]["target_accuracy"] == pytest.approx(
         (d["domains"]["Red"]["target_accuracy"] + d["domains"]["Green"]["target_accuracy"]) / 2)
     assert report["summary"]["rec_l1"] == pytest.approx(np.mean([x["rec_l1"] for x in d["domains"].values()]))
