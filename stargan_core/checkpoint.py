@@ -225,6 +225,55 @@ def to_resize_upsampling(G: Generator, cfg: ModelConfig) -> tuple[Generator, Mod
     return R, new_cfg
 
 
+def widen_generator(G: Generator, cfg: ModelConfig, conv_dim: int, noise: float = 0.05,
+                    seed: int = 0) -> tuple[Generator, ModelConfig]:
+    """G with ``conv_dim`` base channels instead of ``cfg.g_conv_dim``, computing the same function: Net2WiderNet
+    (Chen, Goodfellow & Shlens 2016, "Net2Net"). Each widened layer keeps its channels and adds copies of randomly
+    chosen ones (the same choice for every tensor of one width, so the residual sums line up); the layer reading
+    them divides each copied input channel's weights by its number of copies. InstanceNorm normalises each channel
+    on its own, so a copy is normalised exactly like its original. With ``noise`` 0 the output is unchanged; the
+    copies' incoming weights get Gaussian noise of ``noise`` times the layer's weight std, or they would receive
+    identical updates and stay copies forever. A wider G can then be fine-tuned from a release on a CPU."""
+    if conv_dim < cfg.g_conv_dim:
+        raise ValueError(f"widen_generator: {conv_dim} base channels is narrower than the model's {cfg.g_conv_dim}")
+    new_cfg = replace(cfg, g_conv_dim=conv_dim)
+    rng = torch.Generator().manual_seed(seed)
+    maps: dict[int, torch.Tensor] = {}
+
+    def copies_of(width: int) -> torch.Tensor:
+        """For each channel of the wider tensor, the channel of the old one it copies."""
+        if width not in maps:
+            extra = width // cfg.g_conv_dim * conv_dim - width
+            maps[width] = torch.cat([torch.arange(width), torch.randint(width, (extra,), generator=rng)])
+        return maps[width]
+
+    convs = [name for name, m in G.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    sd = {}
+    for name, m in G.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            assert m.bias is None, "StarGAN's G has no conv biases"
+            w0 = m.weight.detach()
+            w, (o_dim, i_dim) = w0, ((1, 0) if isinstance(m, nn.ConvTranspose2d) else (0, 1))
+            if name != convs[0]:  # the first conv reads the image and the condition: not widened
+                src = copies_of(w.shape[i_dim])
+                shape = [1] * w.dim()
+                shape[i_dim] = -1
+                w = w.index_select(i_dim, src) / torch.bincount(src)[src].view(shape).to(w.dtype)
+            if name != convs[-1]:  # the last conv writes RGB: not widened
+                n_old, src = w.shape[o_dim], copies_of(w.shape[o_dim])
+                w = w.index_select(o_dim, src).clone()
+                new = w.narrow(o_dim, n_old, len(src) - n_old)
+                new += noise * w0.float().std().item() * torch.randn(new.shape, generator=rng).to(w.dtype)
+            sd[f"{name}.weight"] = w
+        elif isinstance(m, nn.InstanceNorm2d):
+            src = copies_of(m.num_features)
+            for k, v in m.state_dict().items():
+                sd[f"{name}.{k}"] = v if k == "num_batches_tracked" else v[src]
+    W = build_generator(new_cfg)
+    W.load_state_dict(sd, strict=True)
+    return W, new_cfg
+
+
 # ----- training state ---------------------------------------------------------------------------------------------
 def rng_state() -> dict:
     """Every RNG the training process may use, as tensors and plain types (``weights_only``-loadable)."""

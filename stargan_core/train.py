@@ -15,7 +15,6 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,6 +36,7 @@ from .checkpoint import (
     rng_state,
     save_training_state,
     to_resize_upsampling,
+    widen_generator,
 )
 from .config import ModelConfig, TrainConfig
 from .data import ImageLabels, StepSampler, cache_images, load_datasets
@@ -128,11 +128,18 @@ def batches(train_set: ImageLabels, sampler: StepSampler, cfg: TrainConfig, devi
 def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelConfig, rank: int = 0) -> None:
     """Copy a release's G (and D, when it ships one) into the fresh nets."""
     G0, cfg0 = load_generator(folder)
-    if cfg0.upsample == "deconv" and replace(cfg0, upsample="resize") == mcfg:  # the paper's G -> resize-conv
+    if cfg0.upsample == "deconv" and mcfg.upsample == "resize":  # the paper's G -> resize-conv
         G0, cfg0 = to_resize_upsampling(G0, cfg0)
         if rank == 0:
             print(f"{folder}: its transposed convs became nearest-resize 3x3 convs (least-squares fit; the "
                   "checkerboard part is dropped, so expect the first samples to be rough)", flush=True)
+    if cfg0.g_conv_dim < mcfg.g_conv_dim:  # a wider G that starts as the release's function (Net2Net)
+        old = cfg0.g_conv_dim
+        G0, cfg0 = widen_generator(G0, cfg0, mcfg.g_conv_dim)
+        if rank == 0:
+            print(f"{folder}: G widened from {old} to {cfg0.g_conv_dim} base channels "
+                  "(Net2Net: copies of its channels plus a little noise, so it starts close to the release)",
+                  flush=True)
     if cfg0 != mcfg:
         raise CheckpointError(f"{folder}: its model ({cfg0}) differs from this run's ({mcfg}); pass the same "
                               "image size, widths, --upsample and attributes")

@@ -2,6 +2,7 @@
 import os
 import pickle
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from stargan_core.checkpoint import (
     resize_from_deconv,
     save_release,
     to_resize_upsampling,
+    widen_generator,
 )
 from stargan_core.config import ModelConfig
 from stargan_core.domains import CELEBA5, JOINT, DomainSchema, celeba_schema
@@ -216,3 +218,33 @@ def test_to_resize_upsampling_copies_every_other_weight_and_converts_the_up_conv
     assert all(torch.equal(r[k], v) for k, v in g.items() if k not in ups)
     with torch.no_grad():
         assert R(X, C5).shape == G(X, C5).shape
+
+
+@pytest.mark.parametrize("upsample", ["deconv", "resize"])
+def test_widen_generator_keeps_the_function_and_noise_breaks_the_copies_apart(upsample):
+    torch.manual_seed(0)
+    G = Generator(8, 5, 2, upsample=upsample)  # 8 base channels = 3 + 5 input channels: widths must not be confused
+    for m in G.modules():
+        if isinstance(m, torch.nn.InstanceNorm2d):  # non-trivial affine params and running stats to carry over
+            m.weight.data.normal_(1, 0.3), m.bias.data.normal_(0, 0.3), m.running_mean.normal_()
+    cfg = ModelConfig(schema=CELEBA5, image_size=16, g_conv_dim=8, g_repeat_num=2, upsample=upsample)
+    W, cfg_w = widen_generator(G, cfg, 13, noise=0)
+    assert cfg_w.g_conv_dim == 13 and cfg_w == replace(cfg, g_conv_dim=13)
+    assert [p.shape[0] for p in W.main[0].parameters()] == [13] and W.main[9].main[0].weight.shape[:2] == (52, 52)
+    ws = W.state_dict()
+    assert torch.equal(ws["main.0.weight"][:8], G.state_dict()["main.0.weight"])  # originals kept as they were
+    assert torch.equal(ws["main.1.running_mean"][:8], G.state_dict()["main.1.running_mean"])
+    G.eval(), W.eval()  # outputs are the same in train() (per-image norm); eval() keeps the running stats as set
+    with torch.no_grad():
+        assert torch.allclose(W(X, C5), G(X, C5), atol=1e-5)
+
+    Wn, _ = widen_generator(G, cfg, 13, noise=0.05)
+    w = Wn.state_dict()["main.0.weight"]
+    copies = w[8:]  # each copy's incoming weights: near its original, not equal (or it would never diverge)
+    dist = (copies[:, None] - w[None, :8]).flatten(2).norm(dim=2).min(dim=1).values
+    assert (dist > 0).all() and (dist < 0.2 * w[:8].flatten(1).norm(dim=1).min()).all()
+    with torch.no_grad():  # it starts far closer to G than a wide G of its own would
+        fresh = (Generator(13, 5, 2, upsample=upsample)(X, C5) - G(X, C5)).abs().mean()
+        assert (Wn(X, C5) - G(X, C5)).abs().mean() < 0.2 * fresh
+    with pytest.raises(ValueError, match="narrower"):
+        widen_generator(G, cfg, 4)

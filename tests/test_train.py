@@ -144,7 +144,7 @@ def test_init_from_refuses_another_architecture_and_starts_d_fresh_without_one(t
     cfg0 = load_generator(tmp_path / "a" / "run" / CKPT_NAME)[1]
     save_release(first.G, cfg0, tmp_path / "g_only")
     with pytest.raises(ValueError, match="differs from this run"):
-        train(tiny_cfg(tmp_path / "b", init_from=str(tmp_path / "g_only"), g_conv_dim=16, num_iters=1))
+        train(tiny_cfg(tmp_path / "b", init_from=str(tmp_path / "g_only"), g_repeat_num=2, num_iters=1))
     train(tiny_cfg(tmp_path / "c", init_from=str(tmp_path / "g_only"), num_iters=1))
     assert "the discriminator starts from scratch" in capsys.readouterr().out
 
@@ -158,6 +158,17 @@ def test_init_from_a_deconv_release_with_upsample_resize_converts_its_up_convs(t
     G, cfg = load_generator(tmp_path / "b" / "run" / CKPT_NAME)
     assert result.step == 5 and cfg.upsample == "resize" and cfg == replace(cfg0, upsample="resize")
     assert G.main[-5][1].weight.shape[-2:] == (3, 3)  # the last up conv is a 3x3 after a resize
+
+
+def test_init_from_with_a_wider_g_conv_dim_widens_the_release_and_trains(tmp_path, capsys):
+    first = train(tiny_cfg(tmp_path / "a", num_iters=1))
+    cfg0 = load_generator(tmp_path / "a" / "run" / CKPT_NAME)[1]
+    release = save_release(first.G, cfg0, tmp_path / "rel", dtype=torch.float32, D=first.D)
+    train(tiny_cfg(tmp_path / "b", init_from=str(release), init_step=4, num_iters=6, g_conv_dim=12))
+    assert "G widened from 8 to 12 base channels" in capsys.readouterr().out
+    G, cfg = load_generator(tmp_path / "b" / "run" / CKPT_NAME)
+    assert cfg == replace(cfg0, g_conv_dim=12) and G.main[0].weight.shape[0] == 12
+    assert not torch.equal(G.main[0].weight[:8], first.G.main[0].weight)  # it trained on from the release's
 
 
 def test_a_cache_over_the_limit_falls_back_to_decoding_per_step(tmp_path, monkeypatch, capsys):
