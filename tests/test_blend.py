@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from stargan_core import blend
-from stargan_core.blend import DENOISE_SIGMA, crops_after, denoise, head_masks, paste_back, upsample
+from stargan_core.blend import DENOISE_SIGMA, crops_after, denoise, hair_change, head_masks, paste_back, upsample
 from stargan_core.faces import FaceDetector, align, key_points
 from stargan_core.images import load_image
 
@@ -125,6 +125,32 @@ def test_masks_are_head_shaped_and_the_after_crops_use_them():
     after = crops_after(x_real, x_real + 0.5, x_real, [face])
     assert torch.equal(after[..., mask == 0], x_real[..., mask == 0])
     np.testing.assert_allclose(after[..., mask == 1], (x_real + 0.5)[..., mask == 1], atol=1e-5)
+
+
+def test_a_hair_colour_takes_the_models_rendering_where_it_changes_the_hair():
+    """Where the model changes the hair a lot, the crop becomes x_fake itself (the model's rendering, its drift
+    from the photo included); where it changes nothing, the photo keeps its own colours exactly; below the chin,
+    and on a face whose skin the model renders in other colours than the photo's, only the change is added."""
+    s = 64
+    face = FaceDetector.whole_image(Image.new("RGB", (s, s)), s)  # the template's landmarks: eyes at row 33,
+    x = torch.tensor([0.2, -0.1, -0.3]).view(1, 3, 1, 1).expand(1, 3, s, s).clone()  # mouth at 48, skin colour
+    x_ref = x + 0.06  # G's reconstruction, a little off (mostly lightness: its skin colour stays close)
+    top, low = np.s_[..., :16, :], np.s_[..., 58:, :]  # hair above the eyes; the neck below the chin
+    x_fake = x_ref.clone()
+    x_fake[top] += 0.4
+    x_fake[low] += 0.4
+    change = hair_change(x, x_fake, x_ref, [face])
+    np.testing.assert_allclose((x + change)[..., :12, :], x_fake[..., :12, :], atol=1e-5)  # the model's colour
+    assert torch.equal(change[..., 20:52, :], torch.zeros(1, 3, 32, s))  # no change: the photo's own colours
+    np.testing.assert_allclose(change[..., 61:, :], 0.4, atol=1e-5)  # below the chin: the change alone
+    hair = head_masks([face], s, "hair")[0, 0]
+    assert hair[5, 32] == 1 and torch.allclose(crops_after(x, x_fake, x_ref, [face], "hair")[..., 5, 32],
+                                               x_fake[..., 5, 32])
+    x_cast = x_ref.clone()
+    x_cast[:, 1] += 0.3  # G "corrects" a colour cast: its skin is far greener than the photo's
+    x_fake = x_cast.clone()
+    x_fake[top] += 0.4
+    np.testing.assert_allclose(hair_change(x, x_fake, x_cast, [face])[..., :12, :], 0.4, atol=1e-5)
 
 
 @pytest.mark.data
