@@ -315,7 +315,7 @@ def _square_paste_back(image, faces, x_fake, x_ref):
     upsampled bicubic, through a square mask feathered over 10% of the crop side."""
     from PIL import Image
 
-    from .faces import _at_size, _footprint, _sample, _to_tensor
+    from .faces import _at_size, _sample, _to_tensor, footprint
 
     size = x_fake.shape[-1]
     t = torch.arange(size) + 0.5
@@ -323,7 +323,7 @@ def _square_paste_back(image, faces, x_fake, x_ref):
     r = r * r * (3 - 2 * r)
     feather = (r[:, None] * r[None, :])[None]  # (1, s, s)
     faces = [_at_size(f, size) for f in faces]
-    boxes = [_footprint(f, image.size) for f in faces]
+    boxes = [footprint(f, image.size) for f in faces]
     X0, Y0, X1, Y1 = (f(b[i] for b in boxes) for f, i in ((min, 0), (min, 1), (max, 2), (max, 3)))
     photo = _to_tensor(image.crop((X0, Y0, X1, Y1)))
     num, den = torch.zeros_like(photo), torch.zeros_like(photo[:1])

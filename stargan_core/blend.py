@@ -43,7 +43,7 @@ from kornia.color import rgb_to_lab
 from kornia.filters import gaussian_blur2d, guided_blur
 from PIL import Image
 
-from .faces import Face, _apply, _at_size, _footprint, _sample, _to_tensor, align, key_points
+from .faces import Face, _apply, _at_size, _sample, _to_tensor, align, footprint, key_points
 
 # The head in the CelebA framing, in units of the face's eye-to-mouth distance (0.234 of the crop side on the
 # template): the ellipse's centre lies this far above the eye midpoint, and its half-width and half-height. At the
@@ -227,7 +227,7 @@ def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_re
         src = change * 127.5  # (N, 3, s, s) the change, in 0-255 units
     else:
         src = (x_fake.clamp(-1, 1) + 1) * 127.5
-    boxes = [_footprint(f, image.size) for f in faces]
+    boxes = [footprint(f, image.size) for f in faces]
     X0, Y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)  # the union of footprints: the only area touched
     X1, Y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     photo = _to_tensor(image.crop((X0, Y0, X1, Y1)))  # (3, H, W)

@@ -276,6 +276,47 @@ def widen_generator(G: Generator, cfg: ModelConfig, conv_dim: int, noise: float 
     return W, new_cfg
 
 
+def _positions(schema: DomainSchema, condition: bool) -> list[tuple[str, str]]:
+    """What each position of the label vector (or, with ``condition``, the generator's condition) means."""
+    out = [(ds.name, lab) for ds in schema.datasets for lab in ds.labels]
+    if condition and len(schema.datasets) > 1:
+        out += [(ds.name, "<mask>") for ds in schema.datasets]
+    return out
+
+
+def _regrow(weight: torch.Tensor, dim: int, old: list, new: list) -> torch.Tensor:
+    """``weight`` with slices along ``dim`` moved from the ``old`` layout to the ``new`` one; new slices are 0."""
+    shape = list(weight.shape)
+    shape[dim] = len(new) + (weight.shape[dim] - len(old))
+    out = weight.new_zeros(shape)
+    off = weight.shape[dim] - len(old)  # G's first conv reads 3 image channels before the condition
+    out.narrow(dim, 0, off).copy_(weight.narrow(dim, 0, off))
+    for i, key in enumerate(old):
+        out.select(dim, off + new.index(key)).copy_(weight.select(dim, off + i))
+    return out
+
+
+def to_schema(G: Generator, D: Discriminator | None, cfg: ModelConfig,
+              schema: DomainSchema) -> tuple[Generator, Discriminator | None, ModelConfig]:
+    """A release made joint with more datasets (the paper's mask vector): G's first conv gets zero weights for the
+    new labels and mask channels, D's classifier zero rows for the new labels. Every old label keeps its weights,
+    so G(x, [old labels | 0 | mask of the old dataset]) is exactly the release's G(x, old labels)."""
+    old_g, new_g = _positions(cfg.schema, True), _positions(schema, True)
+    old_d, new_d = _positions(cfg.schema, False), _positions(schema, False)
+    if not set(old_d) <= set(new_d) or len(cfg.schema.datasets) > 1 and not set(old_g) <= set(new_g):
+        raise CheckpointError(f"the new labels ({', '.join(schema.labels)}) do not contain the release's "
+                              f"({', '.join(cfg.schema.labels)})")
+    new_cfg = replace(cfg, schema=schema)
+    G2, sd = build_generator(new_cfg), G.state_dict()
+    first = next(k for k, v in sd.items() if v.ndim == 4)  # main.0.weight: (conv_dim, 3 + c_dim, 7, 7)
+    G2.load_state_dict({**sd, first: _regrow(sd[first], 1, old_g, new_g)}, strict=True)
+    D2 = None
+    if D is not None:
+        D2, sd = build_discriminator(new_cfg), D.state_dict()
+        D2.load_state_dict({**sd, "conv2.weight": _regrow(sd["conv2.weight"], 0, old_d, new_d)}, strict=True)
+    return G2, D2, new_cfg
+
+
 # ----- training state ---------------------------------------------------------------------------------------------
 def rng_state() -> dict:
     """Every RNG the training process may use, as tensors and plain types (``weights_only``-loadable)."""

@@ -1,4 +1,4 @@
-"""Command line: ``python -m stargan_core {train,export,translate,evaluate,train-classifier,push,pack} ...``.
+"""Command line: ``python -m stargan_core {train,export,translate,evaluate,train-classifier,push,pack,prepare} ...``.
 
 Training flags are derived from the ``TrainConfig`` dataclass fields, so a new field is a new flag with no
 extra code. Each sub-command imports its module lazily: ``--help`` stays fast and needs no heavy imports.
@@ -132,6 +132,15 @@ def _cmd_pack(args: argparse.Namespace) -> None:
     print(f"{r.images} images, {r.mib:.1f} MiB, {r.seconds:.1f} s -> {r.path}")
 
 
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from .prepare import prepare_classes
+    r = prepare_classes(args.raw_dir, args.out, args.name, args.group, args.heldout, args.seed, limit=args.limit)
+    for line in r.skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    print(f"{r.train} training and {r.test} held-out images ({len(r.test_people)} people: "
+          f"{' '.join(r.test_people)}), {len(r.skipped)} skipped -> {r.folder}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import TrainConfig
     parser = argparse.ArgumentParser(prog="python -m stargan_core", description="StarGAN studio command line")
@@ -205,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tar", action="store_true", help="write one FOLDER.tar.gz (files under FOLDER/) instead")
     p.add_argument("--num-workers", type=int, default=2, help="processes decoding and encoding")
     p.set_defaults(func=_cmd_pack)
+
+    p = sub.add_parser("prepare", help="photos in one folder per class (e.g. the London set's neutral/ smiling/) -> "
+                       "an aligned training folder (--csv-dirs), split by person",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("raw_dir", help="one sub-folder per class; the same file name in each = the same person")
+    p.add_argument("--out", required=True, help="the folder to write (images/, labels.csv, schema.json)")
+    p.add_argument("--name", default="london", help="the dataset's name in the model's schema")
+    p.add_argument("--group", default="expression", help="the control the classes form")
+    p.add_argument("--heldout", type=int, default=20, help="people held out for evaluation (both their photos)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the held-out people")
+    p.add_argument("--limit", type=int, default=None, help="only the first N people (a quick look)")
+    p.set_defaults(func=_cmd_prepare)
     return parser
 
 

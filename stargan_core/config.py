@@ -76,6 +76,9 @@ class TrainConfig:
     attrs: list[str] = field(default_factory=lambda: list(CELEBA5_ATTRS))
     rafd_dir: str = ""  # folder with one sub-folder per expression
     csv_dirs: list[str] = field(default_factory=list)  # generic folders with labels.csv (+ schema.json)
+    # share of the last dataset's batches drawn from CelebA's training images labelled by their Smiling attribute
+    # (0 = none): a two-class neutral/smiling set of a few hundred studio photos gets faces in the wild too
+    celeba_smiling_share: float = 0.0
     test_split: float = 0.0  # held out: >=1 a count, <1 a ratio; 0 = official 2,000 (10% for sets < 20,000)
     flip: bool = True  # random horizontal flip (official preprocessing)
     image_size: int = 128

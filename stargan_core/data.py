@@ -245,28 +245,64 @@ def split(records: list[Record], test: float, official: int = 0) -> tuple[list[R
     return records[k:], records[:k]
 
 
+def csv_test_files(root: str | Path) -> set[Path] | None:
+    """The images a CSV folder holds out itself (rows whose ``split`` column says ``test``), or None without one:
+    ``prepare`` splits by person, which a split of shuffled images cannot."""
+    with open(Path(root) / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f, skipinitialspace=True))
+    if not rows or "split" not in rows[0]:
+        return None
+    return {Path(root) / r["filename"].strip() for r in rows if r["split"].strip().lower() == "test"}
+
+
+def smiling_as(spec: DatasetSpec, celeba_dir: str | Path, test_split: float = 0) -> list[Record]:
+    """CelebA's training images labelled in ``spec``'s expression classes by their own ``Smiling`` attribute
+    (smiling -> ``smiling``, else ``neutral``): many faces in the wild for a small expression set's group."""
+    want = [lab.lower() for lab in spec.labels]
+    if sorted(want) != ["neutral", "smiling"]:
+        raise DataError(f"--celeba-smiling-share needs a dataset labelled neutral/smiling, not {', '.join(want)}")
+    records, _ = read_celeba(celeba_dir, ["Smiling"])
+    train, _ = split(records, test_split, OFFICIAL_CELEBA_TEST)  # never the held-out images evaluation judges
+    return [(path, [float(s) if lab == "smiling" else 1.0 - s for lab in want]) for path, (s,) in train]
+
+
+def _mixed(own: list[Record], extra: list[Record], share: float) -> list[Record]:
+    """``own`` repeated so that ``extra`` makes up about ``share`` of the result (a uniform sampler over it then
+    draws that share of every batch from ``extra``)."""
+    copies = max(1, round(len(extra) * (1 - share) / share / len(own)))
+    return own * copies + extra
+
+
 def load_datasets(cfg) -> tuple[DomainSchema, list[tuple[str, ImageLabels, ImageLabels]]]:
     """The schema and ``[(dataset name, train set, test set)]`` for every folder named in a ``TrainConfig``."""
-    found: list[tuple[list[Record], DatasetSpec, int | None, int]] = []
+    found: list[tuple[DatasetSpec, list[Record], list[Record], int | None]] = []  # spec, train, test, crop
     if cfg.celeba_dir:
-        found.append((*read_celeba(cfg.celeba_dir, cfg.attrs), CELEBA_CROP, OFFICIAL_CELEBA_TEST))
+        recs, spec = read_celeba(cfg.celeba_dir, cfg.attrs)
+        found.append((spec, *split(recs, cfg.test_split, OFFICIAL_CELEBA_TEST), CELEBA_CROP))
     if cfg.rafd_dir:
         recs, spec = read_rafd(cfg.rafd_dir)
         random.Random(1234).shuffle(recs)  # class folders are sorted: shuffle so the test split mixes classes
-        found.append((recs, spec, 256, 0))
+        found.append((spec, *split(recs, cfg.test_split), 256))
     for d in cfg.csv_dirs:
         recs, spec = read_csv(d)
         random.Random(1234).shuffle(recs)
-        found.append((recs, spec, None, 0))
+        test = csv_test_files(d)
+        parts = split(recs, cfg.test_split) if test is None else \
+            ([r for r in recs if r[0] not in test], [r for r in recs if r[0] in test])
+        if not parts[0] or not parts[1]:
+            raise DataError(f"{d}: its split column leaves no {'training' if not parts[0] else 'test'} images")
+        found.append((spec, *parts, None))
     if not found:
         raise DataError("no training data: pass --celeba-dir, --rafd-dir and/or --csv-dirs")
-    schema = DomainSchema(tuple(spec for _, spec, _, _ in found))
-    out = []
-    for recs, spec, crop, official in found:
-        train_recs, test_recs = split(recs, cfg.test_split, official)
-        out.append((spec.name, ImageLabels(train_recs, cfg.image_size, crop),
-                    ImageLabels(test_recs, cfg.image_size, crop)))
-    return schema, out
+    share = getattr(cfg, "celeba_smiling_share", 0.0)
+    if share:
+        if not cfg.celeba_dir or len(found) < 2 or not 0 < share < 1:
+            raise DataError("--celeba-smiling-share (between 0 and 1) needs --celeba-dir and an expression dataset")
+        spec, train_recs, test_recs, crop = found[-1]
+        found[-1] = (spec, _mixed(train_recs, smiling_as(spec, cfg.celeba_dir, cfg.test_split), share), test_recs, crop)
+    schema = DomainSchema(tuple(spec for spec, _, _, _ in found))
+    return schema, [(spec.name, ImageLabels(train, cfg.image_size, crop), ImageLabels(test, cfg.image_size, crop))
+                    for spec, train, test, crop in found]
 
 
 class StepSampler(Sampler[list[int]]):

@@ -96,13 +96,19 @@ def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
 
-def _footprint(face: Face, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Integer box (x0, y0, x1, y1) around the photo px the crop covers, clipped to the photo."""
-    s = face.crop_size
-    corners = _apply(_invert(face.matrix), np.array([[0, 0], [s, 0], [0, s], [s, s]]))
+def _footprint(matrix: np.ndarray, out_wh: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Integer box (x0, y0, x1, y1) around the photo px that an ``out_wh`` crop through ``matrix`` covers, clipped
+    to the photo of ``size``."""
+    (w, h) = out_wh
+    corners = _apply(_invert(matrix), np.array([[0, 0], [w, 0], [0, h], [w, h]]))
     x0, y0 = np.clip(np.floor(corners.min(0)), 0, size).astype(int)
     x1, y1 = np.clip(np.ceil(corners.max(0)), 0, size).astype(int)
     return int(x0), int(y0), int(max(x1, x0)), int(max(y1, y0))
+
+
+def footprint(face: Face, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Integer box (x0, y0, x1, y1) around the photo px the face's crop covers, clipped to the photo."""
+    return _footprint(face.matrix, (face.crop_size, face.crop_size), size)
 
 
 def _sample(src: torch.Tensor, m: np.ndarray, out_hw: tuple[int, int], mode: str, pad: str) -> torch.Tensor:
@@ -122,19 +128,33 @@ def _to_tensor(im: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im, np.float32).copy()).permute(2, 0, 1)  # (3, H, W) in [0, 255]
 
 
-def _align_one(image: Image.Image, face: Face) -> torch.Tensor:
-    x0, y0, x1, y1 = _footprint(face, image.size)
+def _warp(image: Image.Image, matrix: np.ndarray, out_wh: tuple[int, int]) -> torch.Tensor:
+    """The ``out_wh`` crop that ``matrix`` (photo px -> crop px) frames: (3, h, w) float32 in [0, 255]."""
+    x0, y0, x1, y1 = _footprint(matrix, out_wh, image.size)
     if x1 <= x0 or y1 <= y0:  # the crop misses the photo entirely
-        return torch.zeros(3, face.crop_size, face.crop_size)
-    k = min(1.0, float(np.hypot(*face.matrix[:, 0])))  # crop and shrink first with PIL's filter, as the official
+        return torch.full((3, out_wh[1], out_wh[0]), 127.5)
+    k = min(1.0, float(np.hypot(*matrix[:, 0])))  # crop and shrink first with PIL's filter, as the official
     w, h = max(1, round((x1 - x0) * k)), max(1, round((y1 - y0) * k))  # CenterCrop + Resize do; then warp ~1:1
     region = image.crop((x0, y0, x1, y1)).resize((w, h), Image.BILINEAR)
-    to_region = np.diag([w / (x1 - x0), h / (y1 - y0)]) @ (_invert(face.matrix) - [[0, 0, x0], [0, 0, y0]])
-    crop = _sample(_to_tensor(region), to_region, (face.crop_size,) * 2, "bicubic", "border")
-    return (crop / 127.5 - 1).clamp(-1, 1)
+    to_region = np.diag([w / (x1 - x0), h / (y1 - y0)]) @ (_invert(matrix) - [[0, 0, x0], [0, 0, y0]])
+    return _sample(_to_tensor(region), to_region, out_wh[::-1], "bicubic", "border").clamp(0, 255)
+
+
+def _align_one(image: Image.Image, face: Face) -> torch.Tensor:
+    return _warp(image, face.matrix, (face.crop_size, face.crop_size)) / 127.5 - 1
 
 
 def align(image: Image.Image, faces: list[Face], size: int) -> torch.Tensor:
     """The model's input for each face: (N, 3, size, size) float32 in [-1, 1]."""
     crops = [_align_one(image, _at_size(f, size)) for f in faces]
     return torch.stack(crops) if crops else torch.zeros(0, 3, size, size)
+
+
+def celeba_frame(image: Image.Image, face: Face, scale: float = 1.0) -> Image.Image:
+    """The face in the geometry of CelebA's ``img_align_celeba`` files (178x218 at ``scale`` 1): the model's
+    input is its centre square, so a dataset prepared this way is read exactly like CelebA."""
+    k = CELEBA_SIDE / face.crop_size * scale  # crop px -> frame px; the crop starts CELEBA_TOP px down the frame
+    to_frame = np.array([[k, 0, 0], [0, k, CELEBA_TOP * scale]]) @ np.vstack([face.matrix, [0, 0, 1]])
+    w, h = round(CELEBA_SIDE * scale), round((CELEBA_SIDE + 2 * CELEBA_TOP) * scale)
+    pixels = _warp(image, to_frame, (w, h)).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(pixels)

@@ -36,6 +36,7 @@ from .checkpoint import (
     rng_state,
     save_training_state,
     to_resize_upsampling,
+    to_schema,
     widen_generator,
 )
 from .config import ModelConfig, TrainConfig
@@ -126,28 +127,32 @@ def batches(train_set: ImageLabels, sampler: StepSampler, cfg: TrainConfig, devi
 
 
 def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelConfig, rank: int = 0) -> None:
-    """Copy a release's G (and D, when it ships one) into the fresh nets."""
+    """Copy a release's G (and D, when it ships one) into the fresh nets, converted to this run's model first."""
     G0, cfg0 = load_generator(folder)
+    D0 = load_discriminator(folder)[0] if (Path(folder) / D_WEIGHTS_NAME).is_file() else None
+    say = print if rank == 0 else (lambda *a, **k: None)
     if cfg0.upsample == "deconv" and mcfg.upsample == "resize":  # the paper's G -> resize-conv
         G0, cfg0 = to_resize_upsampling(G0, cfg0)
-        if rank == 0:
-            print(f"{folder}: its transposed convs became nearest-resize 3x3 convs (least-squares fit; the "
-                  "checkerboard part is dropped, so expect the first samples to be rough)", flush=True)
+        say(f"{folder}: its transposed convs became nearest-resize 3x3 convs (least-squares fit; the "
+            "checkerboard part is dropped, so expect the first samples to be rough)", flush=True)
     if cfg0.g_conv_dim < mcfg.g_conv_dim:  # a wider G that starts as the release's function (Net2Net)
         old = cfg0.g_conv_dim
         G0, cfg0 = widen_generator(G0, cfg0, mcfg.g_conv_dim)
-        if rank == 0:
-            print(f"{folder}: G widened from {old} to {cfg0.g_conv_dim} base channels "
-                  "(Net2Net: copies of its channels plus a little noise, so it starts close to the release)",
-                  flush=True)
+        say(f"{folder}: G widened from {old} to {cfg0.g_conv_dim} base channels "
+            "(Net2Net: copies of its channels plus a little noise, so it starts close to the release)", flush=True)
+    if cfg0.schema != mcfg.schema:  # more datasets: zero-initialised labels and mask (the release's edits intact)
+        old = ", ".join(cfg0.schema.labels)
+        G0, D0, cfg0 = to_schema(G0, D0, cfg0, mcfg.schema)
+        say(f"{folder}: its labels ({old}) became [{' | '.join(ds.name for ds in mcfg.schema.datasets)}"
+            f"{' | mask' if len(mcfg.schema.datasets) > 1 else ''}]; the new inputs start at zero", flush=True)
     if cfg0 != mcfg:
         raise CheckpointError(f"{folder}: its model ({cfg0}) differs from this run's ({mcfg}); pass the same "
                               "image size, widths, --upsample and attributes")
     G.load_state_dict(G0.state_dict())
-    if (Path(folder) / D_WEIGHTS_NAME).is_file():
-        D.load_state_dict(load_discriminator(folder)[0].state_dict())
-    elif rank == 0:
-        print(f"{folder} has no {D_WEIGHTS_NAME}: the discriminator starts from scratch", flush=True)
+    if D0 is not None:
+        D.load_state_dict(D0.state_dict())
+    else:
+        say(f"{folder} has no {D_WEIGHTS_NAME}: the discriminator starts from scratch", flush=True)
 
 
 def resume_config(cfg: TrainConfig) -> TrainConfig:

@@ -248,3 +248,25 @@ def test_widen_generator_keeps_the_function_and_noise_breaks_the_copies_apart(up
         assert (Wn(X, C5) - G(X, C5)).abs().mean() < 0.2 * fresh
     with pytest.raises(ValueError, match="narrower"):
         widen_generator(G, cfg, 4)
+
+
+def test_to_schema_adds_datasets_with_zero_inputs_so_the_release_edits_exactly_as_before():
+    """A CelebA release made joint [celeba(5) | london(2) | mask(2)]: with the CelebA mask it is the same G, and D
+    keeps its CelebA logits, bit for bit (the surgery is exact at step 0)."""
+    from stargan_core.checkpoint import to_schema
+    from stargan_core.domains import DatasetSpec, Group
+    cfg = ModelConfig(schema=CELEBA5, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=2, d_repeat_num=3)
+    G, D = Generator(8, 5, 2), Discriminator(32, 8, 5, 3)
+    london = DatasetSpec("london", (Group("expression", "categorical", ("neutral", "smiling")),))
+    joint = DomainSchema((CELEBA5.datasets[0], london))
+    G2, D2, cfg2 = to_schema(G, D, cfg, joint)
+    assert cfg2.schema == joint and (joint.c_dim, joint.cls_dim) == (9, 7)
+    w, w2 = G.main[0].weight, G2.main[0].weight
+    assert w2.shape == (8, 12, 7, 7) and torch.equal(w2[:, :8], w) and not w2[:, 8:].any()
+    c_joint = joint.condition(torch.cat([C5, torch.tensor([[0.0, 1], [1, 0]])], 1), "celeba")  # london ignored
+    with torch.no_grad():
+        assert torch.equal(G2(X, c_joint), G(X, C5))
+        (src, cls), (src2, cls2) = D(X), D2(X)
+    assert torch.equal(src2, src) and torch.equal(cls2[:, :5], cls) and not cls2[:, 5:].any()
+    with pytest.raises(CheckpointError, match="do not contain"):  # labels the release has must survive
+        to_schema(G, D, cfg, DomainSchema((london,)))

@@ -315,3 +315,42 @@ def test_packed_crops_decode_to_the_training_crop_of_the_jpegs_within_webp_loss(
     train_path = torch.stack([ImageLabels([(p, [0.0]) for p in jpegs], 128, CELEBA_CROP).pixels(i)[0]
                               for i in range(20)])  # training on the JPEGs themselves
     assert ((cached.images.float() - train_path.float()).abs().mean() / 255) < 3 / 255
+
+
+def _labelled_folder(root, rows, header="filename,neutral,smiling,split"):
+    from PIL import Image
+    (root / "images").mkdir(parents=True)
+    for r in rows:
+        Image.new("RGB", (20, 24), (40 * len(r[0]) % 255, 90, 30)).save(root / r[0])
+    (root / "labels.csv").write_text("\n".join([header, *(",".join(map(str, r)) for r in rows)]) + "\n")
+    (root / "schema.json").write_text('{"name": "london", "groups": [{"name": "expression", "kind": "categorical", '
+                                      '"labels": ["neutral", "smiling"]}]}')
+
+
+def test_a_csv_split_column_is_the_held_out_set_and_celeba_smiling_fills_a_share_of_its_batches(tmp_path):
+    from stargan_core.config import TrainConfig
+    rows = [(f"images/{e}_{p}.jpg", int(e == "n"), int(e == "s"), "test" if p == 1 else "train")
+            for p in range(1, 5) for e in "ns"]
+    _labelled_folder(tmp_path / "london", rows)
+    schema, [(name, train_set, test_set)] = load_datasets(TrainConfig(csv_dirs=[str(tmp_path / "london")],
+                                                                      image_size=16))
+    assert name == "london" and schema.labels == ["neutral", "smiling"]
+    assert sorted(p.name for p, _ in test_set.records) == ["n_1.jpg", "s_1.jpg"]  # the person held out whole
+    assert len(train_set) == 6 and not {p.name for p, _ in train_set.records} & {"n_1.jpg", "s_1.jpg"}
+    # CelebA's Smiling attribute labels a share of the expression set's training images (never its 2,000 test ones)
+    celeba = tmp_path / "celeba"
+    (celeba / "images").mkdir(parents=True)
+    names = [f"{i:06d}.jpg" for i in range(30)]
+    for n in names:
+        Image.new("RGB", (178, 218)).save(celeba / "images" / n)
+    attrs = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young", "Smiling"]
+    (celeba / "list_attr_celeba.txt").write_text("\n".join(
+        [str(len(names)), " ".join(attrs), *(f"{n} 1 -1 -1 1 1 {1 if i % 3 else -1}" for i, n in enumerate(names))]))
+    cfg = TrainConfig(celeba_dir=str(celeba), csv_dirs=[str(tmp_path / "london")], image_size=16,
+                      celeba_smiling_share=0.5, test_split=3)
+    schema, [_, (name, train_set, test_set)] = load_datasets(cfg)
+    assert name == "london" and len(test_set) == 2
+    from_celeba = [(p, lab) for p, lab in train_set.records if p.parent.parent == celeba]
+    assert len(from_celeba) == 27  # CelebA's held-out 3 are left out
+    assert all(lab == ([0.0, 1.0] if int(p.stem) % 3 else [1.0, 0.0]) for p, lab in from_celeba)
+    assert len(train_set) - 27 == 6 * 4  # the 6 London images, repeated to about half of the set
