@@ -143,24 +143,55 @@ def open_photo(pipeline, path: str | None, whole_image: bool = False) -> Session
     return Session(path, whole_image, source, found, save_png(image, "before"))
 
 
-def open_event(pipeline, photo: Mapping | None, whole_image: bool = False) -> tuple:
+def pick(shelf, label: object) -> object:
+    """The pipeline of the model called ``label`` (None: the page's default), or a one-sentence error."""
+    if shelf is None or not shelf.options:
+        raise gr.Error(NO_MODEL, print_exception=False)
+    if label is not None and not isinstance(label, str):
+        raise gr.Error(f"model must be one of: {', '.join(shelf.options)}.", print_exception=False)
+    with friendly_errors():
+        return shelf.get(label)[0]
+
+
+def switch_model(shelf, page_controls: list, label: str, previous: str | None) -> list:
+    """The picker moved: load the model (or refuse it and go back), say what it is, show the controls it has."""
+    try:
+        pipeline, status = shelf.get(label)
+    except CheckpointError as e:
+        gr.Warning(str(e))
+        label = previous or shelf.default
+        pipeline, status = shelf.get(label)
+    names = {g.name for g in pipeline.config.schema.groups}
+    shown = [gr.update(visible=True) if g.name in names else gr.update(visible=False, value=hidden)
+             for g, *cs in page_controls for hidden in ("Keep", 1.0)[:len(cs)]]
+    return [label, label, f"**Model:** {status}", gr.update(visible=not any(
+        g.kind == "categorical" for g in pipeline.config.schema.groups)), gr.update(visible=pipeline.D is not None),
+        *shown]
+
+
+def open_event(shelf, photo: Mapping | None, whole_image: bool = False, model: str | None = None) -> tuple:
     """A new photo (or the whole-photo box ticked): open it, then offer its faces, all ticked."""
     if photo is None:
         return None, gr.update(choices=[], value=[], visible=False)
-    session = open_photo(pipeline, upload_path(photo), whole_image)
+    session = open_photo(pick(shelf, model), upload_path(photo), whole_image)
     names = face_names(session)
     return session, gr.update(choices=names, value=names, visible=len(names) > 1)
 
 
-def edit_event(pipeline, photo: Mapping | None, whole_image: bool, session: Session | None,
-               faces: list[str] | None, expiry: tuple[int, int] | None = None, **values) -> tuple:
-    """The ``edit`` endpoint: (session, (before, after), download, crops, verdict, info) for the page."""
+def edit_event(shelf, photo: Mapping | None, whole_image: bool, session: Session | None,
+               faces: list[str] | None, expiry: tuple[int, int] | None = None, model: str | None = None,
+               quiet: bool = False, **values) -> tuple:
+    """The ``edit`` endpoint: (session, (before, after), download, crops, verdict, info) for the page.
+    ``quiet``: an edit the page starts by itself (a new model picked) does nothing until there is a photo."""
     if expiry:
         sweep_cache(*expiry)
+    pipeline = pick(shelf, model)
     whole_image = False if whole_image is None else whole_image
     if not isinstance(whole_image, bool):
         raise gr.Error(BAD_WHOLE, print_exception=False)
     path = upload_path(photo)
+    if quiet and path is None:
+        return (gr.skip(),) * 6
     if session is None or (session.key, session.whole_image) != (path, whole_image):
         session = open_photo(pipeline, path, whole_image)  # an API call, or a photo not opened yet
     out = edit(pipeline, session, faces, values)
@@ -223,7 +254,13 @@ def _strength(value: object, title: str) -> float:
 
 def edit(pipeline, session: Session, picked: list[str] | None, values: Mapping[str, object]) -> dict:
     """Edit the session's photo with the controls' values; returns what the page shows."""
-    choices, strength, current = read_controls(pipeline.config.schema, values)
+    schema = pipeline.config.schema
+    lacking = [k for k, v in values.items() if k not in {api_name(g) for g in schema.groups} and k.isidentifier()
+               and not k.endswith("_strength") and not k.startswith("now_") and v not in (None, "", "Keep", "keep")]
+    if lacking:
+        raise gr.Error(f"This model has no {', '.join(lacking)} control; it has: "
+                       f"{', '.join(api_name(g) for g in schema.groups)}.", print_exception=False)
+    choices, strength, current = read_controls(schema, values)
     start = time.perf_counter()
     with friendly_errors():
         result = pipeline(session.source, choices, strength, current=current or None,
@@ -264,6 +301,10 @@ def all_domains(pipeline, session: Session | None) -> str:
     return save_png(grid, "all-domains")
 
 
+def all_domains_event(shelf, session: Session | None, model: str | None = None) -> str:
+    return all_domains(pick(shelf, model), session)
+
+
 # ----- the classroom: the cycle of the paper ----------------------------------------------------------------
 def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
     """PIL crop -> (1, 3, size, size) in [-1, 1], the generator's input."""
@@ -278,11 +319,11 @@ def _to_image(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def cycle_event(pipeline, session: Session | None, is_open: bool = True) -> list:
+def cycle_event(shelf, session: Session | None, is_open: bool = True, model: str | None = None) -> list:
     """The classroom's cycle images, when the classroom is open and there is an edit to explain."""
     if not (is_open and session is not None and session.last):
         return [gr.skip()] * 4
-    *images, text = cycle(pipeline, session)
+    *images, text = cycle(pick(shelf, model), session)
     scale = -(-256 // images[0].width)  # shown at least 256 px wide, each model pixel a sharp square
     return [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in images] + [text]
 

@@ -34,11 +34,10 @@ class MirrorSession:
     shown: deque = field(default_factory=lambda: deque(maxlen=20))
 
 
-def mirror_frame(pipeline, frame: Image.Image | None, session: MirrorSession | None, group: str, choice: str,
-                 strength: float) -> tuple[Image.Image | None, str, MirrorSession | None]:
+def mirror_frame(shelf, frame: Image.Image | None, session: MirrorSession | None, group: str, choice: str,
+                 strength: float, model: str | None = None) -> tuple[Image.Image | None, str, MirrorSession | None]:
     """Edit every face of one webcam frame; returns the mirror image, the frame-rate line and the session."""
-    if pipeline is None:
-        raise gr.Error(handlers.NO_MODEL, print_exception=False)
+    pipeline = handlers.pick(shelf, model)
     if frame is None:
         return None, "Start the webcam to see the mirror.", session
     if session is None:
@@ -46,20 +45,21 @@ def mirror_frame(pipeline, frame: Image.Image | None, session: MirrorSession | N
     t0 = time.perf_counter()
     frame = frame.convert("RGB")
     faces = session.tracker(frame)
-    out = frame
-    if faces and choice and choice != KEEP:
+    out, has = frame, group in {g.name for g in pipeline.config.schema.groups}
+    if faces and choice and choice != KEEP and has:
         out = pipeline(frame, {group: choice}, {group: float(strength)}, faces=faces, detail=False).image
     session.shown.append(time.perf_counter())
     seconds = len(session.shown) > 1 and (session.shown[-1] - session.shown[0]) / (len(session.shown) - 1)
     fps = f"{1 / seconds:.1f} frames per second" if seconds else "measuring the frame rate..."
     info = (f"**{fps}** · {len(faces)} face(s) · {frame.width}x{frame.height} · this frame "
-            f"{1000 * (time.perf_counter() - t0):.0f} ms · faces detected {session.tracker.detections} times")
+            f"{1000 * (time.perf_counter() - t0):.0f} ms · faces detected {session.tracker.detections} times"
+            + ("" if has else f" · the chosen model has no {group} control"))
     return out, info, session
 
 
-def build_mirror_tab(pipeline, schema) -> None:
-    """Lay out the mirror (inside a ``gr.Tab``) and wire its stream."""
-    groups = [g for g in schema.groups if g.kind != "categorical"]
+def build_mirror_tab(shelf, groups: list, model: gr.Dropdown) -> None:
+    """Lay out the mirror (inside a ``gr.Tab``) and wire its stream: ``groups`` are the page's, ``model`` its
+    picker."""
     gr.Markdown("Point the webcam at the class: every face is edited as it moves. Faces are found every "
                 f"{DETECT_EVERY} frames and followed in between; a stream stops after {TIME_LIMIT} s (press "
                 "record again).")
@@ -78,6 +78,6 @@ def build_mirror_tab(pipeline, schema) -> None:
     options = {g.name: ["Keep", *g.options()] for g in groups}
     group.change(lambda g: gr.Radio(choices=options.get(g, ["Keep"]), value="Keep"), group, choice, queue=False,
                  api_visibility="private")
-    cam.stream(partial(mirror_frame, pipeline), [cam, session, group, choice, strength], [mirror, info, session],
+    cam.stream(partial(mirror_frame, shelf), [cam, session, group, choice, strength, model], [mirror, info, session],
                stream_every=STREAM_EVERY, time_limit=TIME_LIMIT, concurrency_limit=1, concurrency_id="mirror",
                api_visibility="private", show_progress="hidden")

@@ -1,8 +1,9 @@
 """The page: ``build_demo(pipeline, status)`` lays out the widgets and wires their events, nothing else.
 
-The controls come from the loaded model's domain schema, so any trained model gets the right page: one choice and
-one strength slider per group (hair colour, gender, age, any custom attribute), and the RaFD expressions when the
-model knows them. What the events do lives in ``demo/handlers.py``; per-visitor data lives in ``gr.State``.
+The controls come from the models' domain schemas, so any trained model gets the right page: one choice and one
+strength slider per group (hair colour, gender, age, expression, any custom attribute). A picker switches between
+the models of a ``ModelShelf`` (``demo/models.py``) and shows the controls the chosen one has. What the events do
+lives in ``demo/handlers.py``; per-visitor data lives in ``gr.State``.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from stargan_core.learn import Lesson
 from . import handlers
 from .learn_tab import build_learn_tab
 from .mirror import build_mirror_tab
+from .models import ModelOption, ModelShelf
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 CLASSROOM = (Path(__file__).resolve().parent / "classroom.md").read_text()
@@ -43,10 +45,24 @@ def _group_controls(groups) -> dict:
         name = handlers.api_name(g)
         with gr.Row(equal_height=True):
             controls[name] = gr.Radio(["Keep", *g.options()], value="Keep", label=handlers.group_title(g),
-                                      scale=3)
+                                      scale=3, elem_id=f"control-{name}")
             controls[f"{name}_strength"] = gr.Slider(0, handlers.MAX_STRENGTH, value=1.0, step=0.05,
                                                      label="Strength", scale=2)
     return controls
+
+
+def _page_groups(shelf: ModelShelf, schema) -> list:
+    """The groups the page has controls for: the default model's, then any other the shipped release has."""
+    groups, names = list(schema.groups), {g.name for g in schema.groups}
+    shipped = next((o for o in shelf.options.values() if o.label.startswith("Shipped")), None)
+    if shipped is not None:
+        from stargan_core.config import ModelConfig
+        try:
+            extra = ModelConfig.load(Path(shipped.source) / "config.json").schema.groups
+        except (OSError, ValueError, KeyError):
+            extra = []
+        groups += [g for g in extra if g.name not in names]
+    return groups
 
 
 def _current_controls(groups) -> dict:
@@ -55,23 +71,38 @@ def _current_controls(groups) -> dict:
                                                     label=handlers.group_title(g)) for g in groups}
 
 
-def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE_EXPIRY) -> gr.Blocks:
+def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE_EXPIRY,
+               shelf: ModelShelf | None = None) -> gr.Blocks:
     """The StarGAN studio page for ``pipeline`` (None when no model could be loaded: ``status`` says why).
 
-    ``cache_expiry`` is Gradio's ``delete_cache`` (frequency, age) in seconds: uploads and results older than
-    ``age`` are deleted every ``frequency``, so a Space that runs for weeks does not fill its disk."""
+    ``shelf`` holds the models a visitor may pick (``pipeline`` is its default); without one the page serves
+    ``pipeline`` alone. ``cache_expiry`` is Gradio's ``delete_cache`` (frequency, age) in seconds: uploads and
+    results older than ``age`` are deleted every ``frequency``, so a Space that runs for weeks does not fill its
+    disk."""
     handlers.bound_memory()  # process-wide: few malloc arenas, so memory stays flat under concurrent users
+    if shelf is None:
+        only = ModelOption("This server's model", "", status)
+        shelf = ModelShelf([only] if pipeline is not None else [], {only.label: (pipeline, status)})
     schema = pipeline.config.schema if pipeline is not None else CELEBA5
     has_d = pipeline is not None and pipeline.D is not None
-    face_groups = [g for g in schema.groups if g.kind != "categorical"]
-    expression_groups = [g for g in schema.groups if g.kind == "categorical"]
+    groups = _page_groups(shelf, schema)
+    face_groups = [g for g in groups if g.kind != "categorical"]
+    expression_groups = [g for g in groups if g.kind == "categorical"]
+    no_expressions = ("*Expressions:* this model was not trained with facial expressions; the model shipped with "
+                      "the app has a smile (pick it above), or train a joint model as the *Training* section of "
+                      f"{_readme_link('training')} explains.")
 
     with gr.Blocks(title="StarGAN studio", delete_cache=cache_expiry) as demo:
         session = gr.State(None, time_to_live=1800)  # this visitor's photo and faces (handlers.Session)
         classroom_open = gr.State(False)
         gr.Markdown("# StarGAN studio\nChange hair colour, gender, age or expression on your own photo with one "
                     "generator ([StarGAN](https://arxiv.org/abs/1711.09020), Choi et al., CVPR 2018).")
-        gr.Markdown(("**Model:** " if pipeline is not None else "**No model:** ") + status, elem_id="status")
+        status_line = gr.Markdown(("**Model:** " if pipeline is not None else "**No model:** ") + status,
+                                  elem_id="status")
+        chosen = gr.State(shelf.default)  # this visitor's model: the picker goes back to it when one is refused
+        with gr.Accordion("Choose a model", open=False, visible=len(shelf.options) > 1):
+            model = gr.Dropdown(list(shelf.options), value=shelf.default, label="Model", elem_id="model")
+            gr.Markdown(shelf.describe())
         with gr.Row():
             with gr.Column(scale=2):
                 photo = gr.Image(label="Your photo", sources=["upload", "webcam", "clipboard"], type="filepath",
@@ -84,13 +115,9 @@ def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE
                 gr.Markdown("Pick a change; its strength goes from 0 (none) through 1 (as trained) to 1.5.")
                 controls = _group_controls(face_groups)
                 with gr.Group():
-                    if expression_groups:
-                        controls |= _group_controls(expression_groups)
-                    else:
-                        gr.Markdown("*Expressions:* this model was not trained with facial expressions; to get "
-                                    "them, train a joint CelebA + RaFD model as the *Training* section of "
-                                    f"{_readme_link('training')} explains and load it with STARGAN_MODEL.",
-                                    elem_id="no-expressions")
+                    controls |= _group_controls(expression_groups)
+                    note = gr.Markdown(no_expressions, elem_id="no-expressions",
+                                       visible=not any(g.kind == "categorical" for g in schema.groups))
                 if pipeline is not None and not has_d:
                     with gr.Accordion("What the face is now (this model cannot tell by itself)", open=True):
                         controls |= _current_controls(schema.groups)
@@ -118,28 +145,36 @@ def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE
             gr.Markdown(CLASSROOM)
         with gr.Tabs():  # live in the classroom: the webcam mirror, and one StarGAN learning for the whole server
             with gr.Tab("Webcam mirror", id="mirror"):
-                build_mirror_tab(pipeline, schema)
+                build_mirror_tab(shelf, groups, model)
             with gr.Tab("Watch it learn", id="learn"):
                 build_learn_tab(Lesson())
 
         # ----- events: a new photo is opened (decoded, faces found) once; every control change then edits -----
         private = dict(api_visibility="private", **MODEL_WORK)
-        edit_io = dict(fn=partial(handlers.edit_event, pipeline, expiry=cache_expiry),
+        edit_io = dict(fn=partial(handlers.edit_event, shelf, expiry=cache_expiry),
                        inputs=[photo, whole, session, picker],
-                       outputs=[session, slider, download, crops, verdict, info], inputs_kwargs=controls,
+                       outputs=[session, slider, download, crops, verdict, info],
+                       inputs_kwargs={"model": model, **controls},
                        preprocess=False)  # the raw upload goes to images.load_image, not to Gradio's decoder
-        cycle = partial(handlers.cycle_event, pipeline)
+        cycle = partial(handlers.cycle_event, shelf)
         cycle_io = [x_real, x_fake, x_rec, rec_error]
-        opened = gr.on([photo.change, whole.input], partial(handlers.open_event, pipeline), [photo, whole],
+        opened = gr.on([photo.change, whole.input], partial(handlers.open_event, shelf), [photo, whole, model],
                        [session, picker], preprocess=False, **private)
         edited = gr.on([picker.input, *(c.input for c in controls.values() if isinstance(c, gr.Radio)),
                         *(c.release for c in controls.values() if isinstance(c, gr.Slider))],
                        api_name="edit", api_description=EDIT_API, trigger_mode="always_last", **edit_io,
                        **MODEL_WORK)
         for done in (opened.success(**edit_io, **private), edited):  # the classroom follows edits while open
-            done.success(cycle, [session, classroom_open], cycle_io, **private)
+            done.success(cycle, [session, classroom_open, model], cycle_io, **private)
         classroom.expand(lambda: True, None, classroom_open, queue=False, api_visibility="private").then(
-            cycle, [session], cycle_io, **private)
+            cycle, [session, classroom_open, model], cycle_io, **private)
         classroom.collapse(lambda: False, None, classroom_open, queue=False, api_visibility="private")
-        grid_button.click(partial(handlers.all_domains, pipeline), [session], grid, **private)
+        grid_button.click(partial(handlers.all_domains_event, shelf), [session, model], grid, **private)
+        page_controls = [(g, controls[handlers.api_name(g)], controls[f"{handlers.api_name(g)}_strength"])
+                         for g in groups]
+        shown = [c for _, *cs in page_controls for c in cs]  # each group's choice and strength
+        switched = model.input(partial(handlers.switch_model, shelf, page_controls), [model, chosen],
+                               [model, chosen, status_line, note, verdict, *shown], **private)
+        switched.success(**(edit_io | {"fn": partial(handlers.edit_event, shelf, expiry=cache_expiry, quiet=True)}),
+                         **private)
     return demo.queue(max_size=64)

@@ -31,14 +31,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import ModelConfig
-from .domains import CELEBA5, JOINT, RAFD8, DomainSchema
+from .domains import CELEBA5, JOINT, JOINT_LONDON, RAFD8, DomainSchema
 from .model import Discriminator, Generator, build_discriminator, build_generator
 
 WEIGHTS_NAME, CONFIG_NAME, D_WEIGHTS_NAME = "model.safetensors", "config.json", "discriminator.safetensors"
 CKPT_NAME = "checkpoint.pt"  # training state inside a run folder
 _PREFIXES = ("_orig_mod.", "module.")  # torch.compile and (Distributed)DataParallel wrappers
-_G_SCHEMAS = {5: CELEBA5, 8: RAFD8, 15: JOINT}  # official c_dim -> schema (generator condition length)
-_D_SCHEMAS = {5: CELEBA5, 8: RAFD8, 13: JOINT}  # official c_dim -> schema (discriminator label count)
+_G_SCHEMAS = {5: CELEBA5, 8: RAFD8, 9: JOINT_LONDON, 15: JOINT}  # c_dim -> schema (generator condition length)
+_D_SCHEMAS = {5: CELEBA5, 8: RAFD8, 7: JOINT_LONDON, 13: JOINT}  # c_dim -> schema (discriminator label count)
 
 
 class CheckpointError(ValueError):

@@ -1,4 +1,5 @@
-"""Command line: ``python -m stargan_core {train,export,translate,evaluate,train-classifier,push,pack,prepare} ...``.
+"""Command line: ``python -m stargan_core {train,export,translate,evaluate,train-classifier,push,pack,prepare,
+evaluate-expression,space} ...``.
 
 Training flags are derived from the ``TrainConfig`` dataclass fields, so a new field is a new flag with no
 extra code. Each sub-command imports its module lazily: ``--help`` stays fast and needs no heavy imports.
@@ -111,6 +112,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     evaluate_cli(args)
 
 
+def _cmd_evaluate_expression(args: argparse.Namespace) -> None:
+    from .data import DataError
+    from .evaluate_expression import evaluate_expression_cli
+    try:
+        evaluate_expression_cli(args)
+    except DataError as e:
+        raise SystemExit(str(e)) from None
+
+
 def _cmd_train_classifier(args: argparse.Namespace) -> None:
     from .evaluate import train_classifier_cli
     train_classifier_cli(args)
@@ -119,6 +129,15 @@ def _cmd_train_classifier(args: argparse.Namespace) -> None:
 def _cmd_push(args: argparse.Namespace) -> None:
     from .hub import push_to_hub
     print(push_to_hub(args.release, args.repo_id, private=args.private))
+
+
+def _cmd_space(args: argparse.Namespace) -> None:
+    from .space import publish_space, space_files
+    files = space_files()
+    size = sum((Path(__file__).resolve().parents[1] / f).stat().st_size for f in files) / 2**20
+    print(f"{len(files)} files, {size:.1f} MiB: " + (" ".join(files) if args.dry_run else "the app and its model"))
+    if not args.dry_run:
+        print(publish_space(args.repo_id, private=args.private))
 
 
 def _cmd_pack(args: argparse.Namespace) -> None:
@@ -184,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out split as in train (default: the run's train_config.json, else 0)")
     p.set_defaults(func=_cmd_evaluate)
 
+    p = sub.add_parser("evaluate-expression", help="judge a joint model's smiling/neutral edits with a Smiling "
+                       "classifier, on the held-out faces of CelebA and of a prepared folder")
+    p.add_argument("model", help="release folder/file or training checkpoint")
+    p.add_argument("data", nargs="+", help="CelebA folder(s) and/or folders written by prepare")
+    p.add_argument("--classifier", required=True, help="train-classifier output with a Smiling attribute")
+    p.add_argument("--max-images", type=int, default=None, help="per folder (default: its whole held-out split)")
+    p.add_argument("--out", default=None, help="write expression.json here")
+    p.set_defaults(func=_cmd_evaluate_expression)
+
     p = sub.add_parser("train-classifier", help="train the attribute classifier used by evaluate")
     p.add_argument("data")
     p.add_argument("--attrs", nargs="+", default=None)
@@ -200,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repo_id")
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser("space", help="put the app on a Hugging Face Space (create it, upload what it runs)")
+    p.add_argument("repo_id", help="owner/space-name; the token (HF_TOKEN or hf auth login) needs write access")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="only list the files it would send")
+    p.set_defaults(func=_cmd_space)
 
     p = sub.add_parser("pack", help="CelebA's training images as small WebP crops in one folder or .tar (for a "
                        "machine that takes few MiB); train on it with --csv-dirs",

@@ -24,6 +24,7 @@ import torch
 KEEP = "keep"
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
 RAFD_EXPRESSIONS = ("angry", "contemptuous", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
+LONDON_EXPRESSIONS = ("neutral", "smiling")  # the Face Research Lab London Set (``prepare`` writes this group)
 # Friendly group names and on/off words for the CelebA attributes people toggle most.
 _BINARY_WORDS = {"Male": ("gender", "Male", "Female"), "Young": ("age", "Young", "Old")}
 
@@ -275,7 +276,13 @@ def rafd_schema(name: str = "rafd") -> DatasetSpec:
     return DatasetSpec(name, (Group("expression", "categorical", RAFD_EXPRESSIONS),))
 
 
+def london_schema(name: str = "london") -> DatasetSpec:
+    """The London set's two expressions as one categorical group."""
+    return DatasetSpec(name, (Group("expression", "categorical", LONDON_EXPRESSIONS),))
+
+
 CELEBA5_ATTRS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")
 CELEBA5 = DomainSchema((celeba_schema(CELEBA5_ATTRS),))
 RAFD8 = DomainSchema((rafd_schema(),))
-JOINT = DomainSchema((celeba_schema(CELEBA5_ATTRS), rafd_schema()))
+JOINT = DomainSchema((celeba_schema(CELEBA5_ATTRS), rafd_schema()))  # the paper's CelebA + RaFD
+JOINT_LONDON = DomainSchema((celeba_schema(CELEBA5_ATTRS), london_schema()))  # the shipped model's

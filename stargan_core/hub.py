@@ -59,13 +59,19 @@ class LoadedModel:
     fallback: bool = False  # True when the shipped release replaced an unreachable Hub model
 
 
-def load_model(source: str | os.PathLike | None = None, revision: str | None = None) -> LoadedModel:
-    """Load ``source`` (path, ``repo_id`` or ``repo_id:filename``; default ``$STARGAN_MODEL`` or ``DEFAULT_MODEL``).
+def load_model(source: str | os.PathLike | None = None, revision: str | None = None,
+               fallback: bool = True) -> LoadedModel:
+    """Load ``source`` (path, ``repo_id`` or ``repo_id:filename``); by default ``$STARGAN_MODEL``, else the release
+    shipped under ``checkpoints/``, else ``DEFAULT_MODEL`` from the Hub.
 
     ``revision`` pins a Hub branch, tag or commit. A cached copy wins over a download (an app starts without a
     network call; a branch that moved on is fetched only once its cached copy is removed or a new ``revision`` is
-    asked for). Raises ``HubError``/``CheckpointError`` with a sentence saying what to do.
+    asked for). A Hub model that cannot be reached is replaced by the shipped release unless ``fallback`` is False.
+    Raises ``HubError``/``CheckpointError`` with a sentence saying what to do.
     """
+    shipped = shipped_release()
+    if source is None and not os.environ.get("STARGAN_MODEL") and shipped is not None:
+        return _from_folder(shipped, str(shipped), f"Loaded the model shipped with the app ({shipped.name})")
     source = str(source or os.environ.get("STARGAN_MODEL") or DEFAULT_MODEL)
     path = Path(source).expanduser()
     if path.is_file():  # 1. a local file
@@ -82,7 +88,21 @@ def load_model(source: str | os.PathLike | None = None, revision: str | None = N
                              "128 px CelebA generator was found by name)")
         if isinstance(e, _NoSuchFile):
             raise
+        if not fallback:
+            raise HubError(f"{source} is not in this computer's Hub cache and cannot be downloaded now because {e}; "
+                           "it needs the internet once, then it is kept in the cache") from None
         return _shipped_fallback(source, str(e))
+
+
+def hub_cached(source: str) -> bool:
+    """Whether a Hub ``repo_id:filename`` is already in the local cache (so it loads without the internet)."""
+    repo_id, _, filename = source.partition(":")
+    return isinstance(try_to_load_from_cache(repo_id, filename or CONFIG_NAME, cache_dir=_cache_dir()), str)
+
+
+def hub_reachable() -> bool:
+    """Whether the Hub can be asked at all now (not offline by setting, and its host name resolves)."""
+    return not _offline() and _resolvable()
 
 
 def _default_by_pattern(repo_id: str, missing: str, revision: str | None) -> str | None:

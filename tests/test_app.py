@@ -53,10 +53,12 @@ def free_port() -> int:
 class LocalApp:
     """build_demo(pipeline) served on a free local port in this process, as app.py serves it."""
 
-    def __init__(self, release: Path, **build):
+    def __init__(self, release: Path, options=None, **build):
+        from demo.models import ModelShelf
         model = load_model(release)
         self.pipeline = StarGANPipeline(model.G, model.config, D=model.D)
-        self.demo = build_demo(self.pipeline, model.status, **build)
+        shelf = None if options is None else ModelShelf(options, {options[0].label: (self.pipeline, model.status)})
+        self.demo = build_demo(self.pipeline, model.status, shelf=shelf, **build)
         self.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
                          max_file_size=MAX_UPLOAD)
         self.url = self.demo.local_url
@@ -72,9 +74,9 @@ class LocalApp:
 
 
 def component_text(config: dict, elem_id: str) -> str | None:
-    """The value of the component with ``elem_id`` in the page's config (None when there is none)."""
+    """The value of the visible component with ``elem_id`` in the page's config (None when there is none)."""
     for c in config["components"]:
-        if c.get("props", {}).get("elem_id") == elem_id:
+        if c.get("props", {}).get("elem_id") == elem_id and c["props"].get("visible", True) is not False:
             return str(c["props"].get("value"))
     return None
 
@@ -323,3 +325,44 @@ def test_without_any_model_the_page_opens_and_says_why(monkeypatch, tmp_path):
             edit(Client(demo.local_url, verbose=False, download_files=str(tmp_path)), ASTRONAUT)
     finally:
         demo.close()
+
+
+def test_the_model_picker_switches_models_and_refuses_an_unreachable_hub_model_in_a_sentence(tmp_path, monkeypatch):
+    from demo.models import OFFLINE, ModelOption, ModelShelf
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty Hub cache, offline: the Hub model cannot come
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    joint, celeba = write_tiny_release(tmp_path / "joint", JOINT), write_tiny_release(tmp_path / "celeba")
+    shelf = ModelShelf([ModelOption("Joint", str(joint), "with expressions"),
+                        ModelOption("CelebA", str(celeba), "without"),
+                        ModelOption("Hub", "owner/none:g_celeba-128x128.pth.tar", "from the Hub", hub=True)])
+    assert shelf.unavailable("Hub") == f"Hub: {OFFLINE}." and shelf.unavailable("Joint") is None
+    assert "Not available now" in shelf.describe().splitlines()[2] and "Not available" not in shelf.describe()[:80]
+    pipeline, status = shelf.get("Joint")
+    demo = build_demo(pipeline, status, shelf=shelf)
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False, download_files=str(tmp_path))
+        params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/edit"]["parameters"]
+        assert {p["parameter_name"] for p in params} >= {"model", "expression", "hair"}
+        _, joint_after, *_ = edit(client, ASTRONAUT, expression="Happy", model="Joint")
+        _, celeba_after, *_ = edit(client, ASTRONAUT, hair="Blond", model="CelebA")  # loaded on first use
+        assert not np.array_equal(upright(joint_after), upright(ASTRONAUT))
+        assert not np.array_equal(upright(celeba_after), upright(joint_after))
+        assert shelf.loaded == ["Joint", "CelebA"]
+        with pytest.raises(AppError, match="This model has no expression control"):
+            edit(client, ASTRONAUT, expression="Happy", model="CelebA")
+        with pytest.raises(AppError, match="needs the internet once"):
+            edit(client, ASTRONAUT, hair="Blond", model="Hub")
+        with pytest.raises(AppError, match="There is no model called 'Nope'"):
+            edit(client, ASTRONAUT, hair="Blond", model="Nope")
+    finally:
+        demo.close()
+    # the page's own switch: the controls a model lacks are hidden and reset; a refused model puts the picker back
+    controls = [(g, object(), object()) for g in JOINT.groups]
+    label, chosen, status_md, note, verdict, *shown = handlers.switch_model(shelf, controls, "CelebA", "Joint")
+    assert label == chosen == "CelebA" and "celeba" in status_md and note["visible"] is True
+    expression = [g.name for g in JOINT.groups].index("expression")
+    assert shown[2 * expression] == {"__type__": "update", "visible": False, "value": "Keep"}
+    assert all(u["visible"] for i, u in enumerate(shown) if i // 2 != expression)
+    label, chosen, *_ = handlers.switch_model(shelf, controls, "Hub", "CelebA")
+    assert label == chosen == "CelebA"

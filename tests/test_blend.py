@@ -158,10 +158,9 @@ def test_a_hair_colour_takes_the_models_rendering_where_it_changes_the_hair():
 def test_bench_blend_prints_a_clean_head_against_the_square(photos_dir, capsys):
     """``bench blend`` on one photo with the shipped model: the head-shaped paste leaves the crop square outside
     the mask at exactly 0 where the square paste does not, and cuts the Laplacian energy at model px by half."""
-    from pathlib import Path
-
     from stargan_core import bench
-    release = Path(__file__).resolve().parents[1] / "checkpoints" / "celeba128"
+    from stargan_core.hub import shipped_release
+    release = shipped_release()
     bench.main(["blend", "--model", str(release), "--path", "fp32", "--photos", "fr_two_people.jpg"])
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("fr_two_people.jpg"))
     faces, edits, out_square, out_head, *_, model_cut, _, _ = row.split()[1:]

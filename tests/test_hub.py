@@ -241,6 +241,25 @@ def test_no_network_falls_back_at_once_without_trying(tmp_path, monkeypatch):
         loaded.status
 
 
+def test_the_shipped_release_is_the_default_and_stargan_model_replaces_it(tmp_path, monkeypatch):
+    shipped = release(tmp_path / "checkpoints" / "celeba-64")
+    loaded = hub.load_model()  # no network call: the model shipped with the app
+    assert loaded.source == str(shipped) and not loaded.fallback
+    assert loaded.status == ("Loaded the model shipped with the app (celeba-64), with its discriminator to estimate "
+                             "each face's attributes.")
+    other = release(tmp_path / "other")
+    monkeypatch.setenv("STARGAN_MODEL", str(other))
+    assert hub.load_model().source == str(other)
+
+
+def test_a_hub_model_asked_for_without_fallback_says_it_needs_the_internet_once(tmp_path):
+    release(tmp_path / "checkpoints" / "celeba-64")
+    with pytest.raises(hub.HubError, match="is not in this computer's Hub cache and cannot be downloaded now because "
+                       "HF_HUB_OFFLINE is set; it needs the internet once"):
+        hub.load_model(f"{REPO}:g.pth", fallback=False)
+    assert not hub.hub_cached(f"{REPO}:g.pth") and not hub.hub_reachable()
+
+
 def test_nothing_available_says_what_to_do():
     with pytest.raises(hub.HubError) as e:
         hub.load_model()
@@ -366,7 +385,7 @@ def test_a_default_repo_without_any_celeba_generator_says_so(fake_hub, tmp_path)
     fake_hub.files = {f"/api/models/{DEFAULT_REPO}/tree/main": json.dumps(
         [{"type": "file", "path": "g_rafd-128x128.pth.tar", "size": 1, "oid": "0" * 40}]).encode()}
     with pytest.raises(hub.HubError, match=f"has no file '{DEFAULT_FILE}'"):
-        hub.load_model()
+        hub.load_model(hub.DEFAULT_MODEL)
 
 
 def test_hf_token_is_sent_to_the_hub(fake_hub, monkeypatch):

@@ -17,7 +17,7 @@ from stargan_core import blend
 from stargan_core.checkpoint import save_release
 from stargan_core.cli import main
 from stargan_core.config import ModelConfig
-from stargan_core.domains import JOINT
+from stargan_core.domains import JOINT, JOINT_LONDON
 from stargan_core.faces import FaceDetector, align
 from stargan_core.images import ImageError, load_image
 from stargan_core.inference import MAX_ERROR, PATHS, choose_path, fp32, mean_error
@@ -27,6 +27,8 @@ from stargan_core.precision import classify, cpu_budget
 
 TINY = ModelConfig(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
 TINY_JOINT = ModelConfig(schema=JOINT, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
+TINY_LONDON = ModelConfig(schema=JOINT_LONDON, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1,
+                          d_repeat_num=5)
 
 
 def tiny_pipeline(cfg: ModelConfig = TINY, with_d: bool = True, detector=None, path="fp32") -> StarGANPipeline:
@@ -216,6 +218,26 @@ def test_a_joint_model_runs_one_pass_per_changed_dataset_in_schema_order():
     seen.clear()
     pipe(Image.new("RGB", (32, 32)), {"hair": "keep"}, whole_image=True)
     assert seen == []  # nothing asked, nothing run
+
+
+@pytest.mark.data
+def test_a_hair_and_smile_edit_chains_two_datasets_and_leaves_the_photo_outside_the_faces_untouched(photos_dir,
+                                                                                                  detected):
+    """Two datasets, two translations: x_fake = G(G(x, hair | celeba mask), smile | london mask), and x_ref goes
+    through the same two with the face's own labels, so only what the edit changes reaches the photo."""
+    pipe = tiny_pipeline(TINY_LONDON)
+    seen = []
+    pipe.G.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+    photo, faces = Image.open(photos_dir / "fr_two_people.jpg"), detected["fr_two_people.jpg"]
+    result = pipe(photo, {"hair": "Blond", "expression": "Smiling"}, faces=faces)
+    assert [c[:, -2:].tolist() for c in seen] == [[[1, 0]] * 4, [[0, 1]] * 4]  # celeba, then london; x_fake + x_ref
+    c_org = torch.stack([f.c_org for f in result.faces])
+    assert seen[1][:2, 5:7].tolist() == [[0, 1], [0, 1]] and torch.allclose(seen[1][2:, 5:7], c_org[:, 5:7])
+    before, after, away = pixels(photo), pixels(result.image), ~footprints(faces, photo.size)
+    assert np.array_equal(before[away], after[away])
+    assert np.abs(before[~away] - after[~away]).mean() > 0.5
+    same = pipe(photo, {"hair": "keep", "expression": "keep"}, faces=faces).image  # nothing asked: the photo
+    assert np.array_equal(pixels(same), before)
 
 
 def count_rows(pipe: StarGANPipeline) -> list[int]:
