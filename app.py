@@ -6,9 +6,9 @@ GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
 """
 from demo.models import ModelShelf, model_options
 from demo.ui import MAX_UPLOAD, build_demo
-from stargan_core.checkpoint import CheckpointError
-from stargan_core.hub import load_model
-from stargan_core.pipeline import StarGANPipeline
+from stargan_core.edit.pipeline import StarGANPipeline
+from stargan_core.weights.formats import CheckpointError
+from stargan_core.weights.hub import load_model
 
 
 def load_pipeline() -> tuple[StarGANPipeline | None, str]:

@@ -30,9 +30,9 @@ import torch
 from gradio.utils import get_upload_folder, is_in_or_equal
 from PIL import Image
 
-from stargan_core.checkpoint import CheckpointError
 from stargan_core.domains import KEEP, DomainSchema, Group
-from stargan_core.images import ImageError, browser_ready, load_image
+from stargan_core.edit.images import ImageError, browser_ready, load_image
+from stargan_core.weights.formats import CheckpointError
 
 NO_MODEL = "No model is loaded, so photos cannot be edited; the line at the top of the page says why."
 NO_PHOTO = "Upload a photo, take one with the webcam or pick an example first."

@@ -1,7 +1,7 @@
 """The watch-it-learn tab: a button trains a small StarGAN on the shapes world while the class watches.
 
-All the work is ``stargan_core.learn.Lesson`` (the same code as notebook 03); this file lays out the knobs and the
-views and refreshes them every couple of seconds with a ``gr.Timer``. One ``Lesson`` serves the whole server: a
+All the work is ``stargan_core.classroom.learn.Lesson`` (the same code as notebook 03); this file lays out the knobs
+and the views and refreshes them every couple of seconds with a ``gr.Timer``. One ``Lesson`` serves the whole server: a
 second visitor pressing *Train* while a class trains is told how long to wait, and sees the same run.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from stargan_core.learn import KNOB_HELP, Knobs, Lesson
+from stargan_core.classroom.learn import KNOB_HELP, Knobs, Lesson
 
 REFRESH = 2.0  # s between two refreshes of the page's views
 

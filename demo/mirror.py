@@ -17,7 +17,7 @@ import gradio as gr
 from PIL import Image
 
 from stargan_core.domains import KEEP
-from stargan_core.tracking import FaceTracker
+from stargan_core.edit.tracking import FaceTracker
 
 from . import handlers
 

@@ -7,9 +7,9 @@ import os
 import threading
 from dataclasses import dataclass
 
-from stargan_core.checkpoint import CheckpointError
-from stargan_core.hub import hub_cached, hub_reachable, load_model, shipped_release
-from stargan_core.pipeline import StarGANPipeline
+from stargan_core.edit.pipeline import StarGANPipeline
+from stargan_core.weights.formats import CheckpointError
+from stargan_core.weights.hub import hub_cached, hub_reachable, load_model, shipped_release
 
 HUB_REPO = "goodfellowliu/StarGAN-PyTorch"
 OFFLINE = "it is not on this computer yet and the Hugging Face Hub cannot be reached, so it needs the internet once"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from stargan_core.classroom.learn import Lesson
 from stargan_core.domains import CELEBA5
-from stargan_core.learn import Lesson
 
 from . import handlers
 from .learn_tab import build_learn_tab

@@ -36,12 +36,12 @@ def dataclass_from_args(cls: type, args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .config import TrainConfig
-    from .train import train
+    from .training.loop import train
     train(dataclass_from_args(TrainConfig, args))
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from .checkpoint import export_run
+    from .weights.formats import export_run
     print(export_run(args.run_dir, args.out_dir, dtype=args.dtype, with_discriminator=args.with_discriminator))
 
 
@@ -77,9 +77,9 @@ def _cmd_translate(args: argparse.Namespace) -> None:
     import torch
     from tqdm import tqdm
 
-    from .checkpoint import CheckpointError
-    from .images import ImageError
-    from .pipeline import StarGANPipeline
+    from .edit.images import ImageError
+    from .edit.pipeline import StarGANPipeline
+    from .weights.formats import CheckpointError
 
     photos, choices = photo_paths(args.photos), choices_from_args(args)
     try:
@@ -108,13 +108,13 @@ def _cmd_translate(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_cli
+    from .evaluation.evaluate import evaluate_cli
     evaluate_cli(args)
 
 
 def _cmd_evaluate_expression(args: argparse.Namespace) -> None:
-    from .data import DataError
-    from .evaluate_expression import evaluate_expression_cli
+    from .data.datasets import DataError
+    from .evaluation.expression import evaluate_expression_cli
     try:
         evaluate_expression_cli(args)
     except DataError as e:
@@ -122,17 +122,17 @@ def _cmd_evaluate_expression(args: argparse.Namespace) -> None:
 
 
 def _cmd_train_classifier(args: argparse.Namespace) -> None:
-    from .evaluate import train_classifier_cli
+    from .evaluation.evaluate import train_classifier_cli
     train_classifier_cli(args)
 
 
 def _cmd_push(args: argparse.Namespace) -> None:
-    from .hub import push_to_hub
+    from .weights.hub import push_to_hub
     print(push_to_hub(args.release, args.repo_id, private=args.private))
 
 
 def _cmd_space(args: argparse.Namespace) -> None:
-    from .space import publish_space, space_files
+    from .weights.space import publish_space, space_files
     files = space_files()
     size = sum((Path(__file__).resolve().parents[1] / f).stat().st_size for f in files) / 2**20
     print(f"{len(files)} files, {size:.1f} MiB: " + (" ".join(files) if args.dry_run else "the app and its model"))
@@ -141,7 +141,7 @@ def _cmd_space(args: argparse.Namespace) -> None:
 
 
 def _cmd_pack(args: argparse.Namespace) -> None:
-    from .pack import pack_celeba
+    from .data.pack import pack_celeba
     r = pack_celeba(args.celeba_dir, args.out, args.attrs, args.image_size, args.limit, args.quality, args.max_mib,
                     as_tar=args.tar, num_workers=args.num_workers)
     if r.capped:
@@ -152,7 +152,7 @@ def _cmd_pack(args: argparse.Namespace) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
-    from .prepare import prepare_classes
+    from .edit.prepare import prepare_classes
     r = prepare_classes(args.raw_dir, args.out, args.name, args.group, args.heldout, args.seed, limit=args.limit)
     for line in r.skipped:
         print(f"skipped {line}", file=sys.stderr)

@@ -24,12 +24,12 @@ from PIL import Image, ImageOps
 
 from demo import handlers
 from demo.ui import MAX_UPLOAD, build_demo
-from stargan_core.checkpoint import save_release
 from stargan_core.config import ModelConfig
 from stargan_core.domains import CELEBA5, JOINT, RAFD_EXPRESSIONS
-from stargan_core.hub import load_model
-from stargan_core.model import build_discriminator, build_generator
-from stargan_core.pipeline import StarGANPipeline
+from stargan_core.edit.pipeline import StarGANPipeline
+from stargan_core.nets.model import build_discriminator, build_generator
+from stargan_core.weights.formats import save_release
+from stargan_core.weights.hub import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "demo" / "examples" / "astronaut.jpg"  # public domain, shipped with the demo

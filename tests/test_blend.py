@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stargan_core import blend
-from stargan_core.blend import DENOISE_SIGMA, crops_after, denoise, hair_change, head_masks, paste_back, upsample
-from stargan_core.faces import FaceDetector, align, key_points
-from stargan_core.images import load_image
+from stargan_core.edit import blend
+from stargan_core.edit.blend import DENOISE_SIGMA, crops_after, denoise, hair_change, head_masks, paste_back, upsample
+from stargan_core.edit.geometry import FaceDetector, align, key_points
+from stargan_core.edit.images import load_image
 
 
 def _ellipse_rho(face, size: tuple[int, int], drop: float, half_w: float, half_h: float,
@@ -158,8 +158,8 @@ def test_a_hair_colour_takes_the_models_rendering_where_it_changes_the_hair():
 def test_bench_blend_prints_a_clean_head_against_the_square(photos_dir, capsys):
     """``bench blend`` on one photo with the shipped model: the head-shaped paste leaves the crop square outside
     the mask at exactly 0 where the square paste does not, and cuts the Laplacian energy at model px by half."""
-    from stargan_core import bench
-    from stargan_core.hub import shipped_release
+    from benchmarks import blend as bench
+    from stargan_core.weights.hub import shipped_release
     release = shipped_release()
     bench.main(["blend", "--model", str(release), "--path", "fp32", "--photos", "fr_two_people.jpg"])
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("fr_two_people.jpg"))

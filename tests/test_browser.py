@@ -146,7 +146,7 @@ def test_the_mirror_edits_the_fake_webcam_and_the_learn_tab_trains(playwright, a
 def test_the_shipped_model_has_a_smile_control_and_the_discriminator_reads_the_expression(browser, tmp_path):
     """The page as app.py serves it, with the release shipped in checkpoints/: a person can ask for a smile."""
     from demo.models import model_options
-    from stargan_core.hub import shipped_release
+    from stargan_core.weights.hub import shipped_release
     shipped = shipped_release()
     if shipped is None or "expression" not in (shipped / "config.json").read_text():
         pytest.fail("the shipped release has no expression group")

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from stargan_core.config import TrainConfig
-from stargan_core.data import (
+from stargan_core.data.datasets import (
     DataError,
     ImageLabels,
     StepSampler,
@@ -190,8 +190,8 @@ def test_real_celeba_subset(celeba_dir):
 
 
 def test_cache_equals_decoding_and_is_read_back_without_decoding(tmp_path, monkeypatch):
-    from stargan_core.data import ImageLabels, cache_images, read_csv
-    from stargan_core.shapes import ShapeWorld as World
+    from stargan_core.classroom.shapes import ShapeWorld as World
+    from stargan_core.data.datasets import ImageLabels, cache_images, read_csv
     world = World(16)
     recs, _ = read_csv(world.write(tmp_path / "shapes", "shapes", 12, 1))
     ds = ImageLabels(recs, 16, None)
@@ -295,8 +295,8 @@ def test_pack_tar_extracts_to_the_same_folder_and_refuses_to_overwrite(tmp_path,
 
 @pytest.mark.data
 def test_packed_crops_decode_to_the_training_crop_of_the_jpegs_within_webp_loss(celeba_dir, tmp_path):
-    from stargan_core.data import CELEBA_CROP, cache_images
-    from stargan_core.pack import pack_celeba
+    from stargan_core.data.datasets import CELEBA_CROP, cache_images
+    from stargan_core.data.pack import pack_celeba
     result = pack_celeba(celeba_dir, tmp_path / "celeba128", image_size=128, limit=20)
     records, spec = read_csv(result.path)
     assert result.images == 20 and spec.name == "celeba"

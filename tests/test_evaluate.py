@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from stargan_core.checkpoint import CheckpointError, load_generator, save_release
-from stargan_core.classifier import decide, load_classifier, train_classifier
 from stargan_core.cli import main
 from stargan_core.config import ModelConfig
-from stargan_core.data import DataError
+from stargan_core.data.datasets import DataError
 from stargan_core.domains import CELEBA5, DomainSchema
-from stargan_core.evaluate import evaluate
-from stargan_core.model import Generator
+from stargan_core.evaluation.classifier import decide, load_classifier, train_classifier
+from stargan_core.evaluation.evaluate import evaluate
+from stargan_core.nets.model import Generator
+from stargan_core.weights.formats import CheckpointError, load_generator, save_release
 
 # Synthetic faces: a tint (exclusive: red, green or neither), brightness (binary), a white patch (categorical: in
 # the top or the bottom half; vertical, so that the horizontal flip of training keeps the label true).
@@ -203,7 +203,7 @@ def test_real_celeba_smoke(celeba_dir, tmp_path, capsys):
 
 
 def test_laplacian_energy_tells_checkerboard_from_flat_and_smooth():
-    from stargan_core.evaluate import laplacian_energy
+    from stargan_core.evaluation.evaluate import laplacian_energy
     checker = (torch.arange(8)[:, None] + torch.arange(8)[None]) % 2 * 2.0 - 1  # +-1 alternating: |lap| = 8
     ramp = torch.linspace(-1, 1, 8)[None].expand(8, 8)  # linear: the Laplacian vanishes
     x = torch.stack([checker.expand(3, 8, 8), ramp.expand(3, 8, 8), torch.zeros(3, 8, 8)])

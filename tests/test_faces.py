@@ -13,9 +13,9 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from stargan_core.blend import paste_back
-from stargan_core.faces import CELEBA_TEMPLATE, Face, FaceDetector, align, key_points, similarity, template
-from stargan_core.images import ImageError, load_image, restore_mode
+from stargan_core.edit.blend import paste_back
+from stargan_core.edit.geometry import CELEBA_TEMPLATE, Face, FaceDetector, align, key_points, similarity, template
+from stargan_core.edit.images import ImageError, load_image, restore_mode
 
 
 @pytest.fixture(scope="module", autouse=True)

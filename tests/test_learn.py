@@ -1,10 +1,10 @@
 """The watch-it-learn runner: one run per server, stoppable, and what a watcher sees (losses, figure, checker)."""
 import torch
 
+from stargan_core.classroom.learn import Knobs, Lesson, fixed_inputs, paper_figure
+from stargan_core.classroom.shapes import ShapeWorld
 from stargan_core.domains import DatasetSpec, DomainSchema, Group
-from stargan_core.learn import Knobs, Lesson, fixed_inputs, paper_figure
-from stargan_core.model import Generator
-from stargan_core.shapes import ShapeWorld
+from stargan_core.nets.model import Generator
 
 
 def test_a_short_run_shows_losses_a_figure_and_per_domain_accuracy_and_refuses_a_second_start(tmp_path):

@@ -8,7 +8,7 @@ from torch import nn
 
 from stargan_core.config import TrainConfig
 from stargan_core.domains import JOINT
-from stargan_core.losses import Batch, Nets, classification_loss, d_loss, g_loss, gradient_penalty, r1_penalty
+from stargan_core.nets.losses import Batch, Nets, classification_loss, d_loss, g_loss, gradient_penalty, r1_penalty
 
 W = TrainConfig(lambda_cls=2.0, lambda_rec=10.0, lambda_gp=10.0)
 W_NS = TrainConfig(adv_loss="ns-r1", lambda_cls=2.0, lambda_rec=10.0, lambda_r1=0.7)  # StarGAN v2's objective

@@ -8,7 +8,7 @@ import torch
 from official_layout import official_d_state_dict, official_g_state_dict, reference_discriminator, reference_generator
 from stargan_core.config import ModelConfig
 from stargan_core.domains import JOINT
-from stargan_core.model import Discriminator, Generator, build_discriminator, build_generator
+from stargan_core.nets.model import Discriminator, Generator, build_discriminator, build_generator
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -138,7 +138,7 @@ def test_upsample_is_validated_round_trips_and_defaults_to_the_papers_deconv(tmp
     old = {k: v for k, v in cfg.to_dict().items() if k != "upsample"}  # a config.json written before the option
     assert ModelConfig.from_dict(old).upsample == "deconv"
     assert isinstance(build_generator(ModelConfig.from_dict(old)).main[9 + 6], torch.nn.ConvTranspose2d)
-    from stargan_core.hub import shipped_release
+    from stargan_core.weights.hub import shipped_release
     shipped = (shipped_release() or Path("-")) / "config.json"
     if shipped.is_file():  # the shipped release has the paper's transposed convolutions (field written or not)
         assert ModelConfig.load(shipped).upsample == "deconv"

@@ -13,17 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from stargan_core import blend
-from stargan_core.checkpoint import save_release
 from stargan_core.cli import main
 from stargan_core.config import ModelConfig
 from stargan_core.domains import JOINT, JOINT_LONDON
-from stargan_core.faces import FaceDetector, align
-from stargan_core.images import ImageError, load_image
-from stargan_core.inference import MAX_ERROR, PATHS, choose_path, fp32, mean_error
-from stargan_core.model import build_discriminator, build_generator
-from stargan_core.pipeline import NO_FACE, NoFaceError, StarGANPipeline
-from stargan_core.precision import classify, cpu_budget
+from stargan_core.edit import blend
+from stargan_core.edit.classify import classify, cpu_budget
+from stargan_core.edit.geometry import FaceDetector, align
+from stargan_core.edit.images import ImageError, load_image
+from stargan_core.edit.inference import MAX_ERROR, PATHS, choose_path, fp32, mean_error
+from stargan_core.edit.pipeline import NO_FACE, NoFaceError, StarGANPipeline
+from stargan_core.nets.model import build_discriminator, build_generator
+from stargan_core.weights.formats import save_release
 
 TINY = ModelConfig(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
 TINY_JOINT = ModelConfig(schema=JOINT, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
@@ -310,7 +310,7 @@ def test_a_failing_or_inexact_candidate_falls_back_to_fp32(monkeypatch):
     x, c = torch.rand(2, 3, 32, 32) * 2 - 1, torch.eye(5)[:2]
     with torch.no_grad():
         assert torch.equal(choice.run(x, c), G(x, c))
-    monkeypatch.setattr("stargan_core.inference.PROBE", Path("/nonexistent/probe.png"))
+    monkeypatch.setattr("stargan_core.edit.inference.PROBE", Path("/nonexistent/probe.png"))
     assert choose_path(G, 32).name == "fp32"  # nothing to measure on: fp32, unmeasured
     assert StarGANPipeline(G, TINY, path="broken-name").path.name == "fp32"
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stargan_core.data import DataError, read_csv
-from stargan_core.prepare import prepare_classes
+from stargan_core.data.datasets import DataError, read_csv
+from stargan_core.edit.prepare import prepare_classes
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 

@@ -3,10 +3,10 @@ CelebA faces it never trained on (the official held-out split of celeba_30k), ju
 import pytest
 import torch
 
-from stargan_core.data import OFFICIAL_CELEBA_TEST, ImageLabels, read_celeba, split
+from stargan_core.data.datasets import OFFICIAL_CELEBA_TEST, ImageLabels, read_celeba, split
 from stargan_core.domains import CELEBA5_ATTRS
-from stargan_core.evaluate import laplacian_energy
-from stargan_core.hub import load_model, shipped_release
+from stargan_core.evaluation.evaluate import laplacian_energy
+from stargan_core.weights.hub import load_model, shipped_release
 
 pytestmark = pytest.mark.data
 

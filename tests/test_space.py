@@ -5,7 +5,7 @@ import pytest
 import yaml
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from stargan_core import space
+from stargan_core.weights import space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_space_gets_the_app_the_package_and_the_shipped_model_and_nothing_else():
     files = space.space_files()
     for needed in ("README.md", "app.py", "requirements.txt", "demo/ui.py", "stargan_core/pipeline.py",
-                   "stargan_core/probe_faces.png", "demo/examples/astronaut.jpg", "docs/app.png"):
+                   "stargan_core/edit/probe_faces.png", "demo/examples/astronaut.jpg", "docs/app.png"):
         assert needed in files, needed
     shipped = [f for f in files if f.startswith("checkpoints/")]
     assert any(f.endswith("/model.safetensors") for f in shipped) and any(f.endswith("/config.json") for f in shipped)

@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 from test_app import ASTRONAUT
 
-from stargan_core.faces import FaceDetector, align
-from stargan_core.tracking import FaceTracker, phase_shift, shift_face
+from stargan_core.edit.geometry import FaceDetector, align
+from stargan_core.edit.tracking import FaceTracker, phase_shift, shift_face
 
 
 @pytest.fixture(scope="module")

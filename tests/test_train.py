@@ -13,13 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-import stargan_core.train as train_mod
-from stargan_core.checkpoint import CKPT_NAME, load_generator, save_release, save_training_state
+import stargan_core.training.loop as train_mod
+from stargan_core.classroom.learn import Knobs, Lesson
+from stargan_core.classroom.shapes import ShapeWorld as World
 from stargan_core.config import TrainConfig
-from stargan_core.learn import Knobs, Lesson
-from stargan_core.pipeline import translate_domains
-from stargan_core.shapes import ShapeWorld as World
-from stargan_core.train import learning_rate, train
+from stargan_core.edit.pipeline import translate_domains
+from stargan_core.training.loop import learning_rate, train
+from stargan_core.weights.formats import CKPT_NAME, load_generator, save_release, save_training_state
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,7 +205,7 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint_intact(tmp_path):
     path = tmp_path / CKPT_NAME
     script = f"""
         import os, signal, torch
-        from stargan_core.checkpoint import save_training_state
+        from stargan_core.weights.formats import save_training_state
         save_training_state({str(path)!r}, {{"step": 1, "w": torch.ones(1000)}})
         def dying_save(obj, f, *a, **k):  # the process is killed in the middle of writing
             f.write(b"half a checkpoint" * 1000); f.flush(); os.kill(os.getpid(), signal.SIGKILL)
@@ -258,7 +258,7 @@ def test_two_process_gloo_ddp_replicas_hold_identical_weights(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import os, torch
         from stargan_core.config import TrainConfig
-        from stargan_core.train import train
+        from stargan_core.training.loop import train
         result = train(TrainConfig(**{cfg.to_dict()!r}))
         # parameters (InstanceNorm's running stats are buffers: DDP broadcasts rank 0's at every forward,
         # each rank then updates its own copy; they never change an output, see model.py)
@@ -294,11 +294,11 @@ def test_resize_and_ns_r1_flags_reach_the_config_and_bad_values_are_refused(caps
 
 
 def test_a_resize_ns_r1_run_trains_exports_and_its_release_runs_through_load_model_and_the_pipeline(tmp_path):
-    from stargan_core.card import model_card
-    from stargan_core.checkpoint import export_run
-    from stargan_core.hub import load_model
-    from stargan_core.inference import MAX_ERROR, fp32, mean_error, onnxruntime, onnxruntime_int8
-    from stargan_core.pipeline import StarGANPipeline
+    from stargan_core.edit.inference import MAX_ERROR, fp32, mean_error, onnxruntime, onnxruntime_int8
+    from stargan_core.edit.pipeline import StarGANPipeline
+    from stargan_core.weights.card import model_card
+    from stargan_core.weights.formats import export_run
+    from stargan_core.weights.hub import load_model
 
     cfg = tiny_cfg(tmp_path, image_size=32, g_repeat_num=2, upsample="resize", adv_loss="ns-r1", num_iters=4,
                    sample_every=100)

@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .config import TrainConfig
-from .data import load_datasets
-from .domains import DomainSchema
-from .model import Generator
-from .pipeline import translate_domains
+from ..config import TrainConfig
+from ..data.datasets import load_datasets
+from ..domains import DomainSchema
+from ..edit.pipeline import translate_domains
+from ..nets.model import Generator
+from ..training.loop import train
 from .shapes import ShapeWorld, judge
-from .train import train
 
 SIZE = 32  # px: big enough for three forms and two sizes, small enough for a CPU
 # The knobs a teacher changes, with what each does (shown next to the controls).

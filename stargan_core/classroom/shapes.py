@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .domains import DomainSchema
-from .model import Generator
-from .pipeline import translate_domains
+from ..domains import DomainSchema
+from ..edit.pipeline import translate_domains
+from ..nets.model import Generator
 
 COLOURS, FORMS = ("red", "green", "blue"), ("square", "hbar", "vbar")
 

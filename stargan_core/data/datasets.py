@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2 as T
 from tqdm import tqdm
 
-from .domains import DatasetSpec, DomainSchema, Group, celeba_schema, rafd_schema
+from ..domains import DatasetSpec, DomainSchema, Group, celeba_schema, rafd_schema
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 Record = tuple[Path, list[float]]

@@ -27,8 +27,8 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .data import CELEBA_CROP, OFFICIAL_CELEBA_TEST, DataError, ImageLabels, read_celeba, split
-from .domains import CELEBA5_ATTRS, DatasetSpec, DomainSchema
+from ..domains import CELEBA5_ATTRS, DatasetSpec, DomainSchema
+from .datasets import CELEBA_CROP, OFFICIAL_CELEBA_TEST, DataError, ImageLabels, read_celeba, split
 
 MIB = 1 << 20
 

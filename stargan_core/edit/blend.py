@@ -43,7 +43,7 @@ from kornia.color import rgb_to_lab
 from kornia.filters import gaussian_blur2d, guided_blur
 from PIL import Image
 
-from .faces import Face, _apply, _at_size, _sample, _to_tensor, align, footprint, key_points
+from .geometry import Face, _apply, _at_size, _sample, _to_tensor, align, footprint, key_points
 
 # The head in the CelebA framing, in units of the face's eye-to-mouth distance (0.234 of the crop side on the
 # template): the ellipse's centre lies this far above the eye midpoint, and its half-width and half-height. At the

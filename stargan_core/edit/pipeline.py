@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..config import ModelConfig
+from ..domains import DomainSchema
+from ..nets.model import Discriminator, Generator
 from .blend import crops_after, paste_back
-from .config import ModelConfig
-from .domains import DomainSchema
-from .faces import Face, FaceDetector, align
+from .classify import classify, fit_threads
+from .geometry import Face, FaceDetector, align
 from .images import ImageError, load_image, restore_mode
 from .inference import Choice, choose_path
-from .model import Discriminator, Generator
-from .precision import classify, fit_threads
 
 Choices = Mapping[str, object]  # group name -> "keep" | an option | a bool (binary groups)
 
@@ -80,7 +80,7 @@ class StarGANPipeline:
     @classmethod
     def from_pretrained(cls, source: str | None = None, revision: str | None = None, **kwargs) -> StarGANPipeline:
         """A pipeline for ``hub.load_model(source, revision)``; ``.status`` says what was loaded, in a sentence."""
-        from .hub import load_model
+        from ..weights.hub import load_model
         loaded = load_model(source, revision)
         pipe = cls(loaded.G, loaded.config, loaded.D, **kwargs)
         pipe.status = loaded.status

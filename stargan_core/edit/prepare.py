@@ -16,9 +16,9 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import IMAGE_EXTS, DataError
-from .domains import DatasetSpec, DomainSchema, Group
-from .faces import FaceDetector, celeba_frame
+from ..data.datasets import IMAGE_EXTS, DataError
+from ..domains import DatasetSpec, DomainSchema, Group
+from .geometry import FaceDetector, celeba_frame
 from .images import ImageError, load_image
 
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from .faces import Face
+from .geometry import Face
 
 
 def shift_face(face: Face, dx: float, dy: float) -> Face:

@@ -23,11 +23,11 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .checkpoint import CheckpointError, read_state_dict
-from .config import TrainConfig
-from .data import DataError, ImageLabels, load_datasets
-from .domains import DatasetSpec, DomainSchema
-from .losses import classification_loss
+from ..config import TrainConfig
+from ..data.datasets import DataError, ImageLabels, load_datasets
+from ..domains import DatasetSpec, DomainSchema
+from ..nets.losses import classification_loss
+from ..weights.formats import CheckpointError, read_state_dict
 
 CLASSIFIER_WEIGHTS, CLASSIFIER_CONFIG = "classifier.safetensors", "classifier.json"
 ARCHS = ("resnet18", "small")

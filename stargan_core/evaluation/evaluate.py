@@ -24,7 +24,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Subset
 
-from .checkpoint import CheckpointError, load_generator
+from ..data.datasets import DataError, ImageLabels
+from ..domains import DatasetSpec, DomainSchema, Group
+from ..edit.pipeline import translate_domains
+from ..nets.model import Generator
+from ..weights.formats import CheckpointError, load_generator
 from .classifier import (
     CLASSIFIER_CONFIG,
     AttributeClassifier,
@@ -33,10 +37,6 @@ from .classifier import (
     load_classifier,
     train_classifier,
 )
-from .data import DataError, ImageLabels
-from .domains import DatasetSpec, DomainSchema, Group
-from .model import Generator
-from .pipeline import translate_domains
 
 
 # ----- evaluation -----------------------------------------------------------------------------------------------------

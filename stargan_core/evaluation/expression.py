@@ -14,9 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from .checkpoint import load_generator
-from .classifier import load_classifier
-from .data import (
+from ..data.datasets import (
     CELEBA_CROP,
     OFFICIAL_CELEBA_TEST,
     DataError,
@@ -26,7 +24,9 @@ from .data import (
     read_csv,
     split,
 )
-from .domains import DomainSchema, Group
+from ..domains import DomainSchema, Group
+from ..weights.formats import load_generator
+from .classifier import load_classifier
 
 
 def expression_group(schema: DomainSchema) -> Group:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from .config import TrainConfig  # any object with adv_loss and the lambda_* weights
+    from ..config import TrainConfig  # any object with adv_loss and the lambda_* weights
 
 
 class Nets(NamedTuple):

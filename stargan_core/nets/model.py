@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import UPSAMPLES, ModelConfig, check_choice
+from ..config import UPSAMPLES, ModelConfig, check_choice
 
 
 class InstanceNorm(nn.InstanceNorm2d):

@@ -26,7 +26,13 @@ from torch.utils.data import DataLoader
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from .checkpoint import (
+from ..config import ModelConfig, TrainConfig
+from ..data.datasets import ImageLabels, StepSampler, cache_images, load_datasets
+from ..domains import DomainSchema
+from ..edit.pipeline import translate_domains
+from ..nets.losses import Batch, Nets, d_loss, g_loss
+from ..nets.model import Discriminator, Generator, build_discriminator, build_generator
+from ..weights.formats import (
     CKPT_NAME,
     D_WEIGHTS_NAME,
     CheckpointError,
@@ -39,12 +45,6 @@ from .checkpoint import (
     to_schema,
     widen_generator,
 )
-from .config import ModelConfig, TrainConfig
-from .data import ImageLabels, StepSampler, cache_images, load_datasets
-from .domains import DomainSchema
-from .losses import Batch, Nets, d_loss, g_loss
-from .model import Discriminator, Generator, build_discriminator, build_generator
-from .pipeline import translate_domains
 
 
 class TrainResult(NamedTuple):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .checkpoint import CONFIG_NAME, D_WEIGHTS_NAME
-from .config import ModelConfig
+from ..config import ModelConfig
+from .formats import CONFIG_NAME, D_WEIGHTS_NAME
 
 # What is known about the datasets a schema can name: (description, licence sentence, licence link).
 DATASETS = {

@@ -30,9 +30,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import ModelConfig
-from .domains import CELEBA5, JOINT, JOINT_LONDON, RAFD8, DomainSchema
-from .model import Discriminator, Generator, build_discriminator, build_generator
+from ..config import ModelConfig
+from ..domains import CELEBA5, JOINT, JOINT_LONDON, RAFD8, DomainSchema
+from ..nets.model import Discriminator, Generator, build_discriminator, build_generator
 
 WEIGHTS_NAME, CONFIG_NAME, D_WEIGHTS_NAME = "model.safetensors", "config.json", "discriminator.safetensors"
 CKPT_NAME = "checkpoint.pt"  # training state inside a run folder

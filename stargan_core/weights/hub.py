@@ -26,13 +26,13 @@ from urllib.parse import urlsplit
 from huggingface_hub import HfApi, constants, errors, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .checkpoint import CONFIG_NAME, D_WEIGHTS_NAME, WEIGHTS_NAME, CheckpointError, load_discriminator, load_generator
-from .config import ModelConfig
-from .model import Discriminator, Generator
+from ..config import ModelConfig
+from ..nets.model import Discriminator, Generator
+from .formats import CONFIG_NAME, D_WEIGHTS_NAME, WEIGHTS_NAME, CheckpointError, load_discriminator, load_generator
 
 DEFAULT_MODEL = "goodfellowliu/StarGAN-PyTorch:g_celeba-128x128.pth.tar"
 DEFAULT_PATTERN = re.compile(r"g_(celeba.*128|128.*celeba)[^/]*\.(pth|pth\.tar|pt|ckpt)", re.IGNORECASE)  # its G
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"  # releases shipped with the app
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"  # releases shipped with the app
 
 
 class HubError(CheckpointError):

@@ -13,7 +13,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPACE_FILES = ["README.md", "app.py", "requirements.txt", "stargan_core/*", "demo/*", "checkpoints/*", "docs/app.png"]
 NOT_IN_SPACE = ["*.pyc", "*/__pycache__/*", "*/.ipynb_checkpoints/*", *DEFAULT_IGNORE_PATTERNS]
 
