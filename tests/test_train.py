@@ -17,7 +17,7 @@ import stargan_core.training.loop as train_mod
 from stargan_core.classroom.learn import Knobs, Lesson
 from stargan_core.classroom.shapes import ShapeWorld as World
 from stargan_core.config import TrainConfig
-from stargan_core.edit.pipeline import translate_domains
+from stargan_core.nets.translate import translate_domains
 from stargan_core.training.loop import learning_rate, train
 from stargan_core.weights.formats import CKPT_NAME, load_generator, save_release, save_training_state
 

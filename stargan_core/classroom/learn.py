@@ -41,8 +41,8 @@ from PIL import Image, ImageDraw
 from ..config import TrainConfig
 from ..data.datasets import load_datasets
 from ..domains import DomainSchema
-from ..edit.pipeline import translate_domains
 from ..nets.model import Generator
+from ..nets.translate import translate_domains
 from ..training.loop import train
 from .shapes import ShapeWorld, judge
 

@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from ..domains import DomainSchema
-from ..edit.pipeline import translate_domains
 from ..nets.model import Generator
+from ..nets.translate import translate_domains
 
 COLOURS, FORMS = ("red", "green", "blue"), ("square", "hbar", "vbar")
 

@@ -18,7 +18,7 @@ categorical group is uniform. ``current=`` (what a person says a face is now) ov
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +27,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..config import ModelConfig
-from ..domains import DomainSchema
 from ..nets.model import Discriminator, Generator
+from ..nets.translate import translate_domains
 from .blend import crops_after, paste_back
 from .classify import classify, fit_threads
 from .geometry import Face, FaceDetector, align
@@ -217,23 +217,6 @@ class StarGANPipeline:
         c_org = self.schema.target(c_est, current) if current else c_est
         columns = translate_domains(self.generate, x_real, c_org, self.schema)
         return _grid(["Input", *(name for name, _ in columns)], [x_real, *(x.float().cpu() for _, x in columns)])
-
-
-@torch.inference_mode()
-def translate_domains(G: Generator | Callable, x_real: torch.Tensor, c_org: torch.Tensor,
-                      schema: DomainSchema) -> list[tuple[str, torch.Tensor]]:
-    """The paper's figure as tensors: ``x_real`` (N, 3, H, W) translated to every domain, one batched forward.
-
-    ``G`` is the generator or a path from ``inference.py``; ``c_org`` is (N, cls_dim); returns
-    [(domain name, x_fake (N, 3, H, W))] in schema order.
-    """
-    names, conds = [], []
-    for ds in schema.datasets:
-        for name, c_trg in schema.paper_targets(c_org, ds.name):
-            names.append(name)
-            conds.append(schema.condition(c_trg, ds.name))  # (N, c_dim)
-    x_fake = G(x_real.repeat(len(conds), 1, 1, 1), torch.cat(conds))  # (D*N, 3, H, W)
-    return list(zip(names, x_fake.chunk(len(conds)), strict=True))
 
 
 def _to_pil(x: torch.Tensor) -> list[Image.Image]:

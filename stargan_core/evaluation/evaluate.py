@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader, Subset
 
 from ..data.datasets import DataError, ImageLabels
 from ..domains import DatasetSpec, DomainSchema, Group
-from ..edit.pipeline import translate_domains
 from ..nets.model import Generator
+from ..nets.translate import translate_domains
 from ..weights.formats import CheckpointError, load_generator
 from .classifier import (
     CLASSIFIER_CONFIG,

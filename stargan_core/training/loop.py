@@ -29,9 +29,9 @@ from tqdm import tqdm
 from ..config import ModelConfig, TrainConfig
 from ..data.datasets import ImageLabels, StepSampler, cache_images, load_datasets
 from ..domains import DomainSchema
-from ..edit.pipeline import translate_domains
 from ..nets.losses import Batch, Nets, d_loss, g_loss
 from ..nets.model import Discriminator, Generator, build_discriminator, build_generator
+from ..nets.translate import translate_domains
 from ..weights.formats import (
     CKPT_NAME,
     D_WEIGHTS_NAME,
