@@ -17,15 +17,8 @@ from official_layout import (
 from stargan_core.config import ModelConfig
 from stargan_core.domains import CELEBA5, JOINT, DomainSchema, celeba_schema
 from stargan_core.nets.model import Discriminator, Generator
-from stargan_core.weights.formats import (
-    CheckpointError,
-    load_discriminator,
-    load_generator,
-    resize_from_deconv,
-    save_release,
-    to_resize_upsampling,
-    widen_generator,
-)
+from stargan_core.weights.formats import CheckpointError, load_discriminator, load_generator, save_release
+from stargan_core.weights.surgery import resize_from_deconv, to_resize_upsampling, widen_generator
 
 X = torch.rand(2, 3, 32, 32) * 2 - 1
 C5 = torch.tensor([[1.0, 0, 0, 1, 1], [0, 1, 0, 0, 0]])
@@ -254,7 +247,7 @@ def test_to_schema_adds_datasets_with_zero_inputs_so_the_release_edits_exactly_a
     """A CelebA release made joint [celeba(5) | london(2) | mask(2)]: with the CelebA mask it is the same G, and D
     keeps its CelebA logits, bit for bit (the surgery is exact at step 0)."""
     from stargan_core.domains import DatasetSpec, Group
-    from stargan_core.weights.formats import to_schema
+    from stargan_core.weights.surgery import to_schema
     cfg = ModelConfig(schema=CELEBA5, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=2, d_repeat_num=3)
     G, D = Generator(8, 5, 2), Discriminator(32, 8, 5, 3)
     london = DatasetSpec("london", (Group("expression", "categorical", ("neutral", "smiling")),))

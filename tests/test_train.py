@@ -19,7 +19,8 @@ from stargan_core.classroom.shapes import ShapeWorld as World
 from stargan_core.config import TrainConfig
 from stargan_core.nets.translate import translate_domains
 from stargan_core.training.loop import learning_rate, train
-from stargan_core.weights.formats import CKPT_NAME, load_generator, save_release, save_training_state
+from stargan_core.training.state import save_training_state
+from stargan_core.weights.formats import CKPT_NAME, load_generator, save_release
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,7 +206,7 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint_intact(tmp_path):
     path = tmp_path / CKPT_NAME
     script = f"""
         import os, signal, torch
-        from stargan_core.weights.formats import save_training_state
+        from stargan_core.training.state import save_training_state
         save_training_state({str(path)!r}, {{"step": 1, "w": torch.ones(1000)}})
         def dying_save(obj, f, *a, **k):  # the process is killed in the middle of writing
             f.write(b"half a checkpoint" * 1000); f.flush(); os.kill(os.getpid(), signal.SIGKILL)

@@ -32,19 +32,9 @@ from ..domains import DomainSchema
 from ..nets.losses import Batch, Nets, d_loss, g_loss
 from ..nets.model import Discriminator, Generator, build_discriminator, build_generator
 from ..nets.translate import translate_domains
-from ..weights.formats import (
-    CKPT_NAME,
-    D_WEIGHTS_NAME,
-    CheckpointError,
-    load_discriminator,
-    load_generator,
-    load_training_state,
-    rng_state,
-    save_training_state,
-    to_resize_upsampling,
-    to_schema,
-    widen_generator,
-)
+from ..weights.formats import CKPT_NAME, D_WEIGHTS_NAME, CheckpointError, load_discriminator, load_generator
+from ..weights.surgery import to_resize_upsampling, to_schema, widen_generator
+from .state import load_training_state, rng_state, save_training_state
 
 
 class TrainResult(NamedTuple):
