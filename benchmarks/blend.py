@@ -315,25 +315,26 @@ def _square_paste_back(image, faces, x_fake, x_ref):
     upsampled bicubic, through a square mask feathered over 10% of the crop side."""
     from PIL import Image
 
-    from stargan_core.edit.geometry import _at_size, _sample, _to_tensor, footprint
+    from stargan_core.edit.geometry import at_size, footprint, sample
+    from stargan_core.edit.images import to_tensor
 
     size = x_fake.shape[-1]
     t = torch.arange(size) + 0.5
     r = ((torch.minimum(t, size - t) - 1) / (0.1 * size)).clamp(0, 1)
     r = r * r * (3 - 2 * r)
     feather = (r[:, None] * r[None, :])[None]  # (1, s, s)
-    faces = [_at_size(f, size) for f in faces]
+    faces = [at_size(f, size) for f in faces]
     boxes = [footprint(f, image.size) for f in faces]
     X0, Y0, X1, Y1 = (f(b[i] for b in boxes) for f, i in ((min, 0), (min, 1), (max, 2), (max, 3)))
-    photo = _to_tensor(image.crop((X0, Y0, X1, Y1)))
+    photo = to_tensor(image.crop((X0, Y0, X1, Y1)))
     num, den = torch.zeros_like(photo), torch.zeros_like(photo[:1])
     for face, s, (x0, y0, x1, y1) in zip(faces, (x_fake - x_ref) * 127.5, boxes, strict=True):
         if x1 <= x0 or y1 <= y0:
             continue
         to_crop = face.matrix + face.matrix[:, :2] @ [[0, 0, x0], [0, 0, y0]]
-        mask = _sample(feather, to_crop, (y1 - y0, x1 - x0), "bilinear", "zeros")
+        mask = sample(feather, to_crop, (y1 - y0, x1 - x0), "bilinear", "zeros")
         part = (slice(None), slice(y0 - Y0, y1 - Y0), slice(x0 - X0, x1 - X0))
-        num[part] += mask * _sample(s, to_crop, (y1 - y0, x1 - x0), "bicubic", "zeros")
+        num[part] += mask * sample(s, to_crop, (y1 - y0, x1 - x0), "bicubic", "zeros")
         den[part] += mask
     out = (photo + den.clamp(max=1) * num / den.clamp(min=1e-8)).round().clamp(0, 255)
     result = image.copy()
@@ -344,13 +345,13 @@ def _square_paste_back(image, faces, x_fake, x_ref):
 def _regions(image, faces, size: int, region: str = "head"):
     """(H, W) maps of the photo: inside some face's crop square (bool), and the largest of the faces' masks of
     ``region`` (``blend.region_mask``: "head", or "hair" for hair colours)."""
-    from stargan_core.edit.blend import _crop_coords, region_mask
-    from stargan_core.edit.geometry import _at_size
+    from stargan_core.edit.blend import region_mask
+    from stargan_core.edit.geometry import at_size, crop_coords
 
     square = torch.zeros(image.height, image.width, dtype=torch.bool)
     head = torch.zeros(image.height, image.width)
-    for f in (_at_size(f, size) for f in faces):
-        u, v = _crop_coords(f.matrix, (image.height, image.width))
+    for f in (at_size(f, size) for f in faces):
+        u, v = crop_coords(f.matrix, (image.height, image.width))
         square |= (u >= 0) & (u < size) & (v >= 0) & (v < size)
         head = torch.maximum(head, region_mask(f, u, v, region).float())
     return square, head

@@ -11,7 +11,8 @@ from PIL import Image
 
 from stargan_core.edit import blend
 from stargan_core.edit.blend import DENOISE_SIGMA, crops_after, denoise, hair_change, head_masks, paste_back, upsample
-from stargan_core.edit.geometry import FaceDetector, align, key_points
+from stargan_core.edit.faces import FaceDetector
+from stargan_core.edit.geometry import align, key_points
 from stargan_core.edit.images import load_image
 
 

@@ -14,7 +14,8 @@ import torchvision.transforms as T
 from PIL import Image
 
 from stargan_core.edit.blend import paste_back
-from stargan_core.edit.geometry import CELEBA_TEMPLATE, Face, FaceDetector, align, key_points, similarity, template
+from stargan_core.edit.faces import FaceDetector
+from stargan_core.edit.geometry import CELEBA_TEMPLATE, Face, align, key_points, similarity, template
 from stargan_core.edit.images import ImageError, load_image, restore_mode
 
 

@@ -16,9 +16,10 @@ from PIL import Image
 from stargan_core.cli import main
 from stargan_core.config import ModelConfig
 from stargan_core.domains import JOINT, JOINT_LONDON
-from stargan_core.edit import blend
+from stargan_core.edit import blend, geometry
 from stargan_core.edit.classify import classify, cpu_budget
-from stargan_core.edit.geometry import FaceDetector, align
+from stargan_core.edit.faces import FaceDetector
+from stargan_core.edit.geometry import align
 from stargan_core.edit.images import ImageError, load_image
 from stargan_core.edit.inference import MAX_ERROR, PATHS, choose_path, fp32, mean_error
 from stargan_core.edit.pipeline import NO_FACE, NoFaceError, StarGANPipeline
@@ -197,7 +198,7 @@ def test_a_hair_colour_edit_leaves_the_face_alone_and_a_gender_edit_does_not():
     pipe = tiny_pipeline(with_d=False)
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
     face = FaceDetector.whole_image(photo, 32)
-    u, v = blend._crop_coords(face.matrix, (128, 128))  # the crop coordinates of every photo pixel
+    u, v = geometry.crop_coords(face.matrix, (128, 128))  # the crop coordinates of every photo pixel
     in_face, on_hair = (blend.face_mask(face, u, v) == 1).numpy(), (blend.hair_mask(face, u, v) > 0.5).numpy()
     before = np.asarray(photo).astype(int)
     hair = np.asarray(pipe(photo, {"hair": "blond"}, current={"hair": "black"}, faces=[face]).image).astype(int)

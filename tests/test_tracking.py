@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 from test_app import ASTRONAUT
 
-from stargan_core.edit.geometry import FaceDetector, align
+from stargan_core.edit.faces import FaceDetector
+from stargan_core.edit.geometry import align
 from stargan_core.edit.tracking import FaceTracker, phase_shift, shift_face
 
 

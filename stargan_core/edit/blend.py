@@ -43,7 +43,8 @@ from kornia.color import rgb_to_lab
 from kornia.filters import gaussian_blur2d, guided_blur
 from PIL import Image
 
-from .geometry import Face, _apply, _at_size, _sample, _to_tensor, align, footprint, key_points
+from .geometry import Face, align, at_size, crop_coords, footprint, key_points, sample, transform
+from .images import to_tensor
 
 # The head in the CelebA framing, in units of the face's eye-to-mouth distance (0.234 of the crop side on the
 # template): the ellipse's centre lies this far above the eye midpoint, and its half-width and half-height. At the
@@ -131,7 +132,7 @@ def _ellipse(face: Face, u: torch.Tensor, v: torch.Tensor, drop: float, half_w: 
 
 def _face_frame(face: Face) -> tuple[np.ndarray, np.ndarray, float]:
     """The face's eye midpoint, its "down" vector (eye midpoint -> mouth) and that vector's length m, in crop px."""
-    eyes, mouth = np.split(key_points(_apply(face.matrix, face.landmarks)), [2])  # (2, 2), (1, 2) in crop px
+    eyes, mouth = np.split(key_points(transform(face.matrix, face.landmarks)), [2])  # (2, 2), (1, 2) in crop px
     down = mouth[0] - eyes.mean(0)
     m = float(np.hypot(*down))
     if m == 0:  # degenerate landmarks: fall back on the template's
@@ -149,7 +150,7 @@ def head_masks(faces: list[Face], size: int, region: str = "head") -> torch.Tens
     """Each face's mask (``region_mask``) on its aligned crop at ``size`` px (pixel centres): (N, 1, size, size)."""
     t = torch.arange(size, dtype=torch.float64) + 0.5
     v, u = torch.meshgrid(t, t, indexing="ij")
-    masks = [region_mask(_at_size(f, size), u, v, region).float() for f in faces]
+    masks = [region_mask(at_size(f, size), u, v, region).float() for f in faces]
     return torch.stack(masks)[:, None] if masks else torch.zeros(0, 1, size, size)
 
 
@@ -177,7 +178,7 @@ def _import_weight(x_real: torch.Tensor, x_ref: torch.Tensor, faces: list[Face])
     size = x_real.shape[-1]
     t = torch.arange(size, dtype=torch.float64) + 0.5
     v, u = torch.meshgrid(t, t, indexing="ij")
-    faces = [_at_size(f, size) for f in faces]
+    faces = [at_size(f, size) for f in faces]
     (y0, y1), (e0, e1) = IMPORT_FADE_BELOW, IMPORT_SKIN_DE
     fade = torch.stack([((y1 - _below_eyes(f, u, v)) / (y1 - y0)).clamp(0, 1) for f in faces]).float()[:, None]
     skin = torch.stack([face_mask(f, u, v) for f in faces]).float()[:, None]
@@ -218,7 +219,7 @@ def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_re
         raise ValueError(f"x_fake is {tuple(x_fake.shape)}; expected ({len(faces)}, 3, {size}, {size})")
     if not faces:
         return image.copy()
-    faces = [_at_size(f, size) for f in faces]
+    faces = [at_size(f, size) for f in faces]
     x_fake = x_fake.detach().float().cpu()
     if detail:
         x_real = align(image, faces, size) if x_ref is None or region == "hair" else None
@@ -230,18 +231,18 @@ def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_re
     boxes = [footprint(f, image.size) for f in faces]
     X0, Y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)  # the union of footprints: the only area touched
     X1, Y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
-    photo = _to_tensor(image.crop((X0, Y0, X1, Y1)))  # (3, H, W)
+    photo = to_tensor(image.crop((X0, Y0, X1, Y1)))  # (3, H, W)
     num, den = torch.zeros_like(photo), torch.zeros_like(photo[:1])
     for face, s, (x0, y0, x1, y1) in zip(faces, src, boxes, strict=True):
         if x1 <= x0 or y1 <= y0:  # the crop misses the photo entirely
             continue
         part = np.s_[:, y0 - Y0:y1 - Y0, x0 - X0:x1 - X0]
         to_crop = face.matrix + face.matrix[:, :2] @ [[0, 0, x0], [0, 0, y0]]  # footprint px -> crop px
-        mask = region_mask(face, *_crop_coords(to_crop, (y1 - y0, x1 - x0)), region).float()[None]  # (1, h, w)
+        mask = region_mask(face, *crop_coords(to_crop, (y1 - y0, x1 - x0)), region).float()[None]  # (1, h, w)
         for other in [f for f in faces if f is not face] if region == "hair" else []:  # nor a neighbour's face
             to_other = other.matrix + other.matrix[:, :2] @ [[0, 0, x0], [0, 0, y0]]
-            mask = mask * (1 - face_mask(other, *_crop_coords(to_other, (y1 - y0, x1 - x0))).float()[None])
-        warped = _sample(s, to_crop, (y1 - y0, x1 - x0), "bicubic", "border")  # (3, h, w)
+            mask = mask * (1 - face_mask(other, *crop_coords(to_other, (y1 - y0, x1 - x0))).float()[None])
+        warped = sample(s, to_crop, (y1 - y0, x1 - x0), "bicubic", "border")  # (3, h, w)
         scale = 1 / float(np.hypot(*face.matrix[:, 0]))  # photo px per crop px
         if detail and scale >= UPSAMPLE_MIN_SCALE:
             warped = upsample(warped, photo[part], scale)
@@ -254,10 +255,3 @@ def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_re
     result = image.copy()
     result.paste(Image.fromarray(out.permute(1, 2, 0).numpy().astype(np.uint8)), (X0, Y0))
     return result
-
-
-def _crop_coords(m: np.ndarray, out_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Crop coordinates (u, v), each (h, w), of the pixel centres of an h x w region under the 2x3 map m."""
-    ys, xs = torch.meshgrid(torch.arange(out_hw[0], dtype=torch.float64) + 0.5,
-                            torch.arange(out_hw[1], dtype=torch.float64) + 0.5, indexing="ij")
-    return m[0, 0] * xs + m[0, 1] * ys + m[0, 2], m[1, 0] * xs + m[1, 1] * ys + m[1, 2]

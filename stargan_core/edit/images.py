@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 MAX_PIXELS = 36_000_000  # uploads above this are refused (decompression bombs included)
@@ -99,3 +100,8 @@ def browser_ready(image: Image.Image) -> Image.Image:
     if image.mode[0] == "I":  # "I" as restore_mode makes it (0..65535), big-endian "I;16B", ...
         return Image.fromarray(np.clip(np.asarray(image, np.int64), 0, 65535).astype(np.uint16))
     return image.convert("RGBA" if image.mode in ("PA", "RGBa") else "RGB")
+
+
+def to_tensor(im: Image.Image) -> torch.Tensor:
+    """An RGB image as a float tensor (3, H, W) in [0, 255]."""
+    return torch.from_numpy(np.asarray(im, np.float32).copy()).permute(2, 0, 1)  # (3, H, W) in [0, 255]

@@ -31,7 +31,8 @@ from ..nets.model import Discriminator, Generator
 from ..nets.translate import translate_domains
 from .blend import crops_after, paste_back
 from .classify import classify, fit_threads
-from .geometry import Face, FaceDetector, align
+from .faces import FaceDetector
+from .geometry import Face, align
 from .images import ImageError, load_image, restore_mode
 from .inference import Choice, choose_path
 

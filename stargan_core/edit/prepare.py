@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..data.datasets import IMAGE_EXTS, DataError
 from ..domains import DatasetSpec, DomainSchema, Group
-from .geometry import FaceDetector, celeba_frame
+from .faces import FaceDetector
+from .geometry import celeba_frame
 from .images import ImageError, load_image
 
 
