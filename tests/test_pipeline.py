@@ -17,12 +17,13 @@ from stargan_core.cli import main
 from stargan_core.config import ModelConfig
 from stargan_core.domains import JOINT, JOINT_LONDON
 from stargan_core.edit import blend, geometry
-from stargan_core.edit.classify import classify, cpu_budget
+from stargan_core.edit.classify import classify
 from stargan_core.edit.faces import FaceDetector
 from stargan_core.edit.geometry import align
 from stargan_core.edit.images import ImageError, load_image
 from stargan_core.edit.inference import MAX_ERROR, PATHS, choose_path, fp32, mean_error
 from stargan_core.edit.pipeline import NO_FACE, NoFaceError, StarGANPipeline
+from stargan_core.edit.threads import cpu_budget
 from stargan_core.nets.model import build_discriminator, build_generator
 from stargan_core.weights.formats import save_release
 

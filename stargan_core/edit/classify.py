@@ -1,44 +1,15 @@
-"""Running the networks fast at inference: threads that fit the CPU quota, and D's classifier as matmuls.
+"""D's classifier at inference, computed as matrix products: what the pipeline asks D about each face.
 
-The generator's paths (fp32, bf16, ONNX Runtime, int8) and the measurement that picks one live in ``inference.py``.
-
-Threads: torch starts one per visible core, but a container (a 2-vCPU Space on a big host) may see every core of
-the host while its cgroup quota allows two; ``fit_threads`` lowers torch's count to the quota, never raises it.
-
-The discriminator has few FLOPs but large weights (the last 4x4 conv alone is 2048x1024x4x4)
-applied to maps of 2x2 to 8x8 pixels, where oneDNN re-lays the weights out on every call. ``classify`` computes
-those convolutions as ``unfold`` + one matrix product instead (the same sums, in fp32): about 6x faster per face.
+The discriminator has few FLOPs but large weights (the last 4x4 conv alone is 2048x1024x4x4) applied to maps of
+2x2 to 8x8 pixels, where oneDNN re-lays the weights out on every call. ``classify`` computes those convolutions as
+``unfold`` + one matrix product instead (the same sums, in fp32), and skips the real/fake head it does not need.
+How much faster: ``docs/EXPERIMENTS.md``.
 """
 from __future__ import annotations
-
-import math
-import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-def cpu_budget(cgroup: str | Path = "/sys/fs/cgroup") -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 (cpu.max) or v1 (cfs quota) limit."""
-    cgroup, n = Path(cgroup), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
-        try:
-            fields = (cgroup / quota_file).read_text().split()
-            quota, period = fields[0], fields[1] if period_file is None else (cgroup / period_file).read_text()
-        except (OSError, IndexError):
-            continue
-        if quota not in ("max", "-1"):
-            return max(1, min(n or 1, math.ceil(int(quota) / int(period))))
-    return max(1, n or 1)
-
-
-def fit_threads() -> int:
-    """Lower torch's intra-op threads to ``cpu_budget()`` when it is above it (oversubscription); returns the count."""
-    if torch.get_num_threads() > cpu_budget():
-        torch.set_num_threads(cpu_budget())
-    return torch.get_num_threads()
 
 
 def _conv(conv: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:

@@ -30,11 +30,12 @@ from ..config import ModelConfig
 from ..nets.model import Discriminator, Generator
 from ..nets.translate import translate_domains
 from .blend import crops_after, paste_back
-from .classify import classify, fit_threads
+from .classify import classify
 from .faces import FaceDetector
 from .geometry import Face, align
 from .images import ImageError, load_image, restore_mode
 from .inference import Choice, choose_path
+from .threads import fit_threads
 
 Choices = Mapping[str, object]  # group name -> "keep" | an option | a bool (binary groups)
 
