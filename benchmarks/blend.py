@@ -162,23 +162,14 @@ TRAIN_CONFIGS = {  # name -> TrainConfig overrides
 def time_train(cfg, device: torch.device, batches, periods: int = 1) -> float:
     """Seconds per iteration of ``train.update`` for a ``TrainConfig`` on ``device``, each step drawing its batch
     from ``batches`` (an iterator of ``(x, labels)``), after one warm-up ``n_critic`` period."""
-    import contextlib
-
-    from stargan_core.config import ModelConfig
     from stargan_core.domains import CELEBA5
     from stargan_core.nets.losses import Nets
-    from stargan_core.nets.model import build_discriminator, build_generator
-    from stargan_core.training.loop import make_batch, update
+    from stargan_core.training.loop import autocast, build, make_batch, update
 
     torch.manual_seed(cfg.seed)
-    mcfg = ModelConfig(CELEBA5, cfg.image_size, cfg.g_conv_dim, cfg.d_conv_dim, cfg.g_repeat_num, cfg.d_repeat_num,
-                       cfg.upsample)
-    G, D = build_generator(mcfg).to(device), build_discriminator(mcfg).to(device)
-    g_opt = torch.optim.Adam(G.parameters(), cfg.g_lr, (cfg.beta1, cfg.beta2))
-    d_opt = torch.optim.Adam(D.parameters(), cfg.d_lr, (cfg.beta1, cfg.beta2))
+    _, G, D, g_opt, d_opt = build(cfg, CELEBA5, device)  # exactly the training loop's nets and optimisers
     nets = Nets(torch.compile(G) if cfg.compile else G, D)
-    amp = (lambda: torch.autocast(device.type, torch.bfloat16)) if cfg.bf16 and device.type == "cuda" \
-        else contextlib.nullcontext
+    amp = autocast(cfg, device)
     gen = torch.Generator().manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for period in range(1 + periods):
@@ -360,9 +351,9 @@ def _regions(image, faces, size: int, region: str = "head"):
 def _laplacian_energy(d: torch.Tensor, where: torch.Tensor) -> float:
     """Mean squared 4-neighbour Laplacian of d (3, H, W) (levels^2) over the pixels ``where`` (H, W). The edge is
     replicated, not zero-padded: a change that reaches the photo's edge (a face cut off by it) is not a step there."""
-    k = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
-    lap = torch.nn.functional.conv2d(torch.nn.functional.pad(d[None], (1, 1, 1, 1), mode="replicate"), k, groups=3)[0]
-    return float((lap ** 2).mean(0)[where].mean()) if where.any() else 0.0
+    from stargan_core.evaluation.evaluate import laplacian
+
+    return float((laplacian(d[None], pad=True)[0] ** 2).mean(0)[where].mean()) if where.any() else 0.0
 
 
 def _survived(detector, clf, idx, spec, edited, faces, group, want) -> list[bool]:

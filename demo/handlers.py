@@ -30,14 +30,13 @@ import torch
 from gradio.utils import get_upload_folder, is_in_or_equal
 from PIL import Image
 
-from stargan_core.domains import KEEP, DomainSchema, Group
-from stargan_core.edit.images import ImageError, browser_ready, load_image
+from stargan_core.domains import KEEP, DomainSchema, Group, pretty
+from stargan_core.edit.images import ImageError, browser_ready, load_image, to_pil, to_tensor
+from stargan_core.edit.pipeline import NO_FACE
 from stargan_core.weights.formats import CheckpointError
 
 NO_MODEL = "No model is loaded, so photos cannot be edited; the line at the top of the page says why."
 NO_PHOTO = "Upload a photo, take one with the webcam or pick an example first."
-NO_FACE = ("No face was found in this photo; try a clearer, front-facing one, or tick \"The whole photo is one "
-           "face\" for a close-up portrait.")
 NOT_SURE = "Not sure"  # the "what the face is now" choice that leaves the estimate alone
 LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if hasattr(ctypes.CDLL(None), "malloc_trim") else None  # glibc
 MAX_STRENGTH = 1.5  # the strength sliders' range is 0..MAX_STRENGTH
@@ -282,13 +281,7 @@ def edit(pipeline, session: Session, picked: list[str] | None, values: Mapping[s
 
 def discriminator_view(face) -> dict[str, float] | None:
     """The face's attribute probabilities as gr.Label wants them (friendly names, highest first)."""
-    return {pretty_label(name): float(p) for name, p in face.attributes.items()} or None
-
-
-def pretty_label(label: str) -> str:
-    """'Black_Hair' -> 'Black hair', 'happy' -> 'Happy'."""
-    words = label.replace("_", " ")
-    return words[:1].upper() + words[1:].lower()
+    return {pretty(name, alone=True): float(p) for name, p in face.attributes.items()} or None
 
 
 def all_domains(pipeline, session: Session | None) -> str:
@@ -306,19 +299,6 @@ def all_domains_event(shelf, session: Session | None, model: str | None = None) 
 
 
 # ----- the classroom: the cycle of the paper ----------------------------------------------------------------
-def _to_tensor(image: Image.Image, size: int) -> torch.Tensor:
-    """PIL crop -> (1, 3, size, size) in [-1, 1], the generator's input."""
-    img = image.convert("RGB").resize((size, size), Image.BICUBIC)
-    x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(size, size, 3)
-    return x.permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
-
-
-def _to_image(x: torch.Tensor) -> Image.Image:
-    """(1, 3, H, W) in [-1, 1] -> PIL."""
-    arr = x[0].clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).contiguous().numpy()
-    return Image.fromarray(arr)
-
-
 def cycle_event(shelf, session: Session | None, is_open: bool = True, model: str | None = None) -> list:
     """The classroom's cycle images, when the classroom is open and there is an edit to explain."""
     if not (is_open and session is not None and session.last):
@@ -342,12 +322,12 @@ def cycle(pipeline, session: Session | None) -> tuple[Image.Image, Image.Image, 
     dataset = (schema.changed_datasets(session.last["choices"]) or [schema.datasets[0].name])[0]
     c_org = torch.as_tensor(face.c_org).float().view(1, -1)[:, :schema.cls_dim]
     c_trg = torch.as_tensor(face.c_trg).float().view(1, -1)[:, :schema.cls_dim]
-    x_real = _to_tensor(face.before, size)  # (1, 3, H, W)
+    x_real = to_tensor(face.before.resize((size, size), Image.BICUBIC))[None] / 127.5 - 1  # (1, 3, S, S) in [-1, 1]
     x_fake, x_rec = pipeline.cycle(x_real, c_org, c_trg, dataset)  # the generator as the pipeline runs it
     err = (x_real - x_rec).abs().mean().item() * 127.5  # mean absolute error in 0..255 pixel steps
     text = (f"**Reconstruction error** |x - G(G(x, c_trg), c_org)| = **{err:.1f} / 255** per pixel on average. "
             "Small means the generator kept who the person is while changing only the chosen attributes.")
-    return _to_image(x_real), _to_image(x_fake), _to_image(x_rec), text
+    return (*to_pil(torch.cat([x_real, x_fake, x_rec])), text)
 
 
 def save_png(image: Image.Image, name: str) -> str:

@@ -78,7 +78,7 @@ def _cmd_translate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .edit.images import ImageError
-    from .edit.pipeline import StarGANPipeline
+    from .edit.pipeline import NoFaceError, StarGANPipeline
     from .weights.formats import CheckpointError
 
     photos, choices = photo_paths(args.photos), choices_from_args(args)
@@ -101,7 +101,8 @@ def _cmd_translate(args: argparse.Namespace) -> None:
                 pipe(path, choices, args.strength, whole_image=args.whole_image).image.save(out_dir / path.name)
             done += 1
         except ImageError as e:  # one unreadable photo, or one without a face: say so and go on
-            tqdm.write(f"{path}: {e}", file=sys.stderr)
+            hint = " (Here the box is --whole-image.)" if isinstance(e, NoFaceError) else ""
+            tqdm.write(f"{path}: {e}{hint}", file=sys.stderr)
     print(f"{done} of {len(photos)} photo(s) written to {out_dir}", file=sys.stderr)
     if done < len(photos):
         raise SystemExit(1)

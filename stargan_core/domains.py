@@ -236,9 +236,11 @@ class DomainSchema:
                          for ds in d["datasets"]))
 
 
-def pretty(label: str) -> str:
-    """'Blond_Hair' -> 'Blond', 'Mouth_Slightly_Open' -> 'Mouth Slightly Open', 'happy' -> 'Happy'."""
-    words = label.removesuffix("_Hair").replace("_", " ")
+def pretty(label: str, alone: bool = False) -> str:
+    """A label in words: 'Blond_Hair' -> 'Blond' (an option of the hair control), 'Mouth_Slightly_Open' -> 'Mouth
+    Slightly Open', 'happy' -> 'Happy'; ``alone`` (a label shown without its control) -> 'Blond hair', 'Mouth
+    slightly open'."""
+    words = label.replace("_", " ").lower() if alone else label.removesuffix("_Hair").replace("_", " ")
     return words[:1].upper() + words[1:]
 
 

@@ -79,7 +79,7 @@ def test_every_photo_keeps_size_mode_and_pixels_away_from_faces(photos_dir, mani
         photo, faces = Image.open(photos_dir / m["file"]), detected[m["file"]]
         assert len(faces) == m["faces_expected"], m["file"]
         if not faces:
-            with pytest.raises(NoFaceError, match="No face found in this photo"):
+            with pytest.raises(NoFaceError, match="No face was found in this photo"):
                 pipe(photo, {"hair": "blond"})
             continue
         result = pipe(photo, {"hair": "blond", "gender": "female"}, faces=faces)

@@ -34,13 +34,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..config import TrainConfig
 from ..data.datasets import load_datasets
 from ..domains import DomainSchema
+from ..edit.images import grid
 from ..nets.model import Generator
 from ..nets.translate import translate_domains
 from ..training.loop import train
@@ -240,20 +240,11 @@ def fixed_inputs(world: ShapeWorld, per_dataset: int = 4, seed: int = 7) -> list
 @torch.inference_mode()
 def paper_figure(G: Generator, schema: DomainSchema, fixed: list, scale: int = 3) -> Image.Image:
     """One row per fixed input: the input, then its translation to every domain of both datasets (named)."""
-    rows, names = [], ["input"]
+    blocks, names = [], ["input"]
     for which, x, labels in fixed:
         c_org = torch.zeros(len(x), schema.cls_dim)
         c_org[:, schema.dataset_slice(which)] = torch.tensor(labels, dtype=torch.float32)
         columns = translate_domains(G, x, c_org, schema)
         names = ["input", *(name.lower() for name, _ in columns)]
-        rows.append(torch.cat([x, *(y for _, y in columns)], dim=3))  # (n, 3, S, (1 + domains) * S)
-    grid = (torch.cat([row for block in rows for row in block], dim=1) + 1) * 127.5  # (3, rows * S, cols * S)
-    a = grid.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
-    a = np.repeat(np.repeat(a, scale, 0), scale, 1)
-    label_h, s = 14, SIZE * scale
-    im = Image.new("RGB", (a.shape[1], a.shape[0] + label_h), "white")
-    im.paste(Image.fromarray(a), (0, label_h))
-    draw = ImageDraw.Draw(im)
-    for j, name in enumerate(names):
-        draw.text((j * s + 3, 1), name, fill="black")
-    return im
+        blocks.append([x, *(y for _, y in columns)])  # each (n, 3, S, S)
+    return grid(names, [torch.cat(column) for column in zip(*blocks, strict=True)], scale)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 MAX_PIXELS = 36_000_000  # uploads above this are refused (decompression bombs included)
 BROWSER_MODES = {"1", "L", "LA", "P", "RGB", "RGBA", "I;16"}  # modes PNG stores and every browser displays
@@ -105,3 +105,22 @@ def browser_ready(image: Image.Image) -> Image.Image:
 def to_tensor(im: Image.Image) -> torch.Tensor:
     """An RGB image as a float tensor (3, H, W) in [0, 255]."""
     return torch.from_numpy(np.asarray(im, np.float32).copy()).permute(2, 0, 1)  # (3, H, W) in [0, 255]
+
+
+def to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """Images (N, 3, H, W) in [-1, 1] -> N RGB images."""
+    a = ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(im) for im in a]
+
+
+def grid(names: list[str], columns: list[torch.Tensor], scale: int = 1, label_h: int = 14) -> Image.Image:
+    """The paper's figure: columns of images (each (N, 3, S, S) in [-1, 1]) side by side, one row per image, each
+    pixel drawn ``scale`` x ``scale`` px, under a row of column names."""
+    rows = np.concatenate([np.concatenate([np.asarray(im) for im in to_pil(c)], 0) for c in columns], 1)
+    rows = np.repeat(np.repeat(rows, scale, 0), scale, 1) if scale > 1 else rows
+    figure = Image.new("RGB", (rows.shape[1], rows.shape[0] + label_h), "white")
+    figure.paste(Image.fromarray(rows), (0, label_h))
+    draw, s = ImageDraw.Draw(figure), columns[0].shape[-1] * scale
+    for j, name in enumerate(names):
+        draw.text((j * s + 3, 1), name, fill="black")
+    return figure

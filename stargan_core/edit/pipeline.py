@@ -22,9 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..config import ModelConfig
 from ..nets.model import Discriminator, Generator
@@ -33,7 +32,7 @@ from .blend import crops_after, paste_back
 from .classify import classify
 from .faces import FaceDetector
 from .geometry import Face, align
-from .images import ImageError, load_image, restore_mode
+from .images import ImageError, grid, load_image, restore_mode, to_pil
 from .inference import Choice, choose_path
 from .threads import fit_threads
 
@@ -44,7 +43,9 @@ class NoFaceError(ImageError):
     """The photo has no face the detector is sure of."""
 
 
-NO_FACE = "No face found in this photo. Try a clearer, front-facing photo, or tick 'whole image is a face'."
+# One sentence, in the words of the page's checkbox (the pipeline's whole_image, the command line's --whole-image).
+NO_FACE = ("No face was found in this photo; try a clearer, front-facing one, or tick \"The whole photo is one "
+           "face\" for a close-up portrait.")
 
 
 @dataclass
@@ -118,7 +119,7 @@ class StarGANPipeline:
         region = "hair" if changed and all(g.is_hair_colour for g in changed) else "head"  # blend.region_mask
         out = paste_back(rgb, faces, x_fake, x_ref, detail=detail, region=region) if datasets else rgb
         x_after = crops_after(x_real, x_fake, x_ref, faces, region) if detail else x_fake  # as pasted
-        crops = zip(index, faces, _to_pil(x_real), _to_pil(x_after), c_org, c_trg, strict=True)
+        crops = zip(index, faces, to_pil(x_real), to_pil(x_after), c_org, c_trg, strict=True)
         edits = [FaceEdit(i, f, b, a, dict(zip(self.schema.labels, co.tolist(), strict=True)), co, ct)
                  for i, f, b, a, co, ct in crops]
         return Result(_restore(out, image), edits)
@@ -218,13 +219,7 @@ class StarGANPipeline:
         x_real, c_est = self._prepare(rgb, faces)
         c_org = self.schema.target(c_est, current) if current else c_est
         columns = translate_domains(self.generate, x_real, c_org, self.schema)
-        return _grid(["Input", *(name for name, _ in columns)], [x_real, *(x.float().cpu() for _, x in columns)])
-
-
-def _to_pil(x: torch.Tensor) -> list[Image.Image]:
-    """(N, 3, H, W) in [-1, 1] -> N RGB images."""
-    a = ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(im) for im in a]
+        return grid(["Input", *(name for name, _ in columns)], [x_real, *(x.float().cpu() for _, x in columns)])
 
 
 def _restore(rgb: Image.Image, image: object) -> Image.Image:
@@ -235,14 +230,3 @@ def _restore(rgb: Image.Image, image: object) -> Image.Image:
     if not isinstance(image, Image.Image) or (image.mode == "RGB" and "transparency" not in image.info):
         return rgb
     return restore_mode(rgb, image)
-
-
-def _grid(names: list[str], columns: list[torch.Tensor], label_h: int = 14) -> Image.Image:
-    """Columns of crops (each (N, 3, S, S)) side by side, one row per face, under a row of column names."""
-    rows = np.concatenate([np.concatenate([np.asarray(im) for im in _to_pil(c)], 0) for c in columns], 1)
-    grid = Image.new("RGB", (rows.shape[1], rows.shape[0] + label_h), "white")
-    grid.paste(Image.fromarray(rows), (0, label_h))
-    draw, s = ImageDraw.Draw(grid), columns[0].shape[-1]
-    for j, name in enumerate(names):
-        draw.text((j * s + 3, 1), name, fill="black")
-    return grid

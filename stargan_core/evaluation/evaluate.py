@@ -18,14 +18,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Subset
 
 from ..data.datasets import DataError, ImageLabels
 from ..domains import DatasetSpec, DomainSchema, Group
+from ..edit.images import grid
 from ..nets.model import Generator
 from ..nets.translate import translate_domains
 from ..weights.formats import CheckpointError, load_generator
@@ -70,7 +69,7 @@ def evaluate(model_source: str | Path, data_dir: str | Path | Sequence[str | Pat
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, (names, columns) in grids.items():
-            save_grid(out / f"grid-{name}.jpg", names, columns)
+            grid(names, columns).save(out / f"grid-{name}.jpg")
         (out / "report.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -115,10 +114,16 @@ def _domain_targets(ds: DatasetSpec, truth: dict[str, torch.Tensor]) -> list[tup
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
+def laplacian(x: torch.Tensor, pad: bool = False) -> torch.Tensor:
+    """The 4-neighbour Laplacian of each channel of x (N, 3, H, W): (N, 3, H-2, W-2), or (N, 3, H, W) with ``pad``
+    (the edge replicated, so that a change reaching the image's edge is not a step there)."""
+    x = F.pad(x.float(), (1, 1, 1, 1), mode="replicate") if pad else x.float()
+    return F.conv2d(x, LAPLACIAN.to(x.device).expand(3, 1, 3, 3), groups=3)
+
+
 def laplacian_energy(x: torch.Tensor) -> torch.Tensor:
     """Mean absolute Laplacian per image (N,) of x (N, 3, S, S): high for checkerboard speckle, low for blur."""
-    k = LAPLACIAN.to(x.device).expand(3, 1, 3, 3)
-    return F.conv2d(x.float(), k, groups=3).abs().mean((1, 2, 3))
+    return laplacian(x).abs().mean((1, 2, 3))
 
 
 def _tally(t: dict, ds: DatasetSpec, clf: AttributeClassifier, x_real: torch.Tensor, labels: torch.Tensor,
@@ -208,19 +213,6 @@ def _summary(datasets: dict) -> dict:
             "laplacian_ratio": _mean(x["laplacian_ratio"] for x in domains),
             "identity_l1": _mean(d["identity_l1"] for d in datasets.values()),
             "identity_colour_shift": _mean(d["identity_colour_shift"] for d in datasets.values())}
-
-
-def save_grid(path: str | Path, names: list[str], columns: list[torch.Tensor], label_h: int = 14) -> Path:
-    """Columns of images (each (n, 3, S, S) in [-1, 1]) side by side, one row per image, under their names."""
-    rows = torch.cat([torch.cat(list(c.float()), dim=1) for c in columns], dim=2)  # (3, n*S, columns*S)
-    a = ((rows.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    grid = Image.new("RGB", (a.shape[1], a.shape[0] + label_h), "white")
-    grid.paste(Image.fromarray(np.ascontiguousarray(a)), (0, label_h))
-    draw, s = ImageDraw.Draw(grid), columns[0].shape[-1]
-    for j, name in enumerate(names):
-        draw.text((j * s + 2, 1), name, fill="black")
-    grid.save(path)
-    return Path(path)
 
 
 # ----- command line ---------------------------------------------------------------------------------------------------

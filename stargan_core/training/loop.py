@@ -60,6 +60,31 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
 
 
+class Setup(NamedTuple):
+    model_config: ModelConfig
+    G: Generator
+    D: Discriminator
+    g_opt: torch.optim.Optimizer
+    d_opt: torch.optim.Optimizer
+
+
+def build(cfg: TrainConfig, schema: DomainSchema, device: torch.device) -> Setup:
+    """The run's model config, G and D on ``device`` and their Adam optimisers (lrs and betas from ``cfg``)."""
+    mcfg = ModelConfig(schema, cfg.image_size, cfg.g_conv_dim, cfg.d_conv_dim, cfg.g_repeat_num, cfg.d_repeat_num,
+                       cfg.upsample)
+    G, D = build_generator(mcfg).to(device), build_discriminator(mcfg).to(device)
+    g_opt = torch.optim.Adam(G.parameters(), cfg.g_lr, (cfg.beta1, cfg.beta2))
+    d_opt = torch.optim.Adam(D.parameters(), cfg.d_lr, (cfg.beta1, cfg.beta2))
+    return Setup(mcfg, G, D, g_opt, d_opt)
+
+
+def autocast(cfg: TrainConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """What each forward runs under: bf16 autocast with ``cfg.bf16`` on a CUDA device, else nothing."""
+    if cfg.bf16 and device.type == "cuda":
+        return lambda: torch.autocast(device.type, torch.bfloat16)
+    return contextlib.nullcontext
+
+
 def make_batch(x: torch.Tensor, labels: torch.Tensor, schema: DomainSchema, dataset: str,
                gen: torch.Generator, device: torch.device, flip: bool = True) -> Batch:
     """A loader's (x (N, 3, H, W), own labels (N, n)) -> Batch: random flip, labels placed in the schema's
@@ -219,11 +244,7 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
     if cfg.image_size % 2 ** cfg.d_repeat_num or cfg.image_size % 4:
         raise ValueError(f"image_size {cfg.image_size} must be a multiple of 4 and of 2**d_repeat_num "
                          f"({2 ** cfg.d_repeat_num}): D's classifier kernel is image_size / 2**d_repeat_num")
-    mcfg = ModelConfig(schema, cfg.image_size, cfg.g_conv_dim, cfg.d_conv_dim, cfg.g_repeat_num, cfg.d_repeat_num,
-                       cfg.upsample)
-    G, D = build_generator(mcfg).to(device), build_discriminator(mcfg).to(device)
-    g_opt = torch.optim.Adam(G.parameters(), cfg.g_lr, (cfg.beta1, cfg.beta2))
-    d_opt = torch.optim.Adam(D.parameters(), cfg.d_lr, (cfg.beta1, cfg.beta2))
+    mcfg, G, D, g_opt, d_opt = build(cfg, schema, device)
     run, start = Path(cfg.out_dir), 0
     if cfg.resume:
         start = load_training_state(run / CKPT_NAME, {"G": G, "D": D}, {"g_opt": g_opt, "d_opt": d_opt},
@@ -253,8 +274,7 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
     if cfg.compile:
         G_run = torch.compile(G_run)
     nets = Nets(G_run, D_run)
-    amp = (lambda: torch.autocast(device.type, torch.bfloat16)) if cfg.bf16 and device.type == "cuda" \
-        else contextlib.nullcontext
+    amp = autocast(cfg, device)
 
     # Data: one endless stream per dataset whose batches are a pure function of the step (see data.StepSampler),
     # from images decoded once (cfg.cache) or, as the official code, decoded again at every step.
