@@ -1,304 +1,31 @@
-"""Benchmarks, measured rather than assumed: ``python -m stargan_core.bench {infer,train,blend}``.
+"""``python -m benchmarks blend``: the head-shaped paste-back against the square one it replaced.
 
-``infer`` prints the path the pipeline chose at load (``inference.choose_path``) with each candidate's time, times
-the official 128 px generator ``Generator(64, 5, 6)`` (random weights, or a model given with ``--model``) the
-naive way (fp32, eager, one face per forward, as the official test does) against the chosen path (faces
-batched), measures that path's pixel error against fp32 on real aligned faces, times whole edits of photos from
-``../shared/data/photos`` (detection computes each face's x_ref; a re-edit is one forward per face), and reports
-the process's peak memory. Timings are medians over interleaved repeats, so a busy machine slows both sides alike;
-on a shared machine ``--threads 1 --cpu-time`` gives figures that other processes do not inflate.
-
-``train`` times the training loop's own update (``train.update``: a D step, and a G step every ``n_critic``)
-on real CelebA batches, two ways: the plain path (fp32, eager, JPEGs decoded per step as the official code does)
-and the project's (images decoded once into a uint8 cache on the device; with ``--compile`` a compiled G), and
-prints images/s and their ratio;
-an iteration is averaged over whole ``n_critic`` periods, so it matches what the progress bar shows.
-
-``serve`` starts ``app.py`` in its own process (the paper's 128 px nets with random weights, or ``--model``), runs
-N concurrent ``gradio_client`` users that each edit photos through the ``/edit`` endpoint, and prints latency
-percentiles, throughput and the server's peak RSS (``VmHWM``) for N = 1, 8, 16.
-
-``blend`` measures the head-shaped, denoised, edge-aware paste-back (``blend.paste_back``) against the square one it
-replaced, on every photo of ``../shared/data/photos`` with a face and each of the paper's test edits (blended as the
-pipeline blends them: through the hair region for a hair colour, the head mask otherwise): the mean change in the
-crop square outside the mask, the high-frequency (Laplacian) energy of the pasted change inside it, and how often an
-attribute classifier still finds the target attribute after re-detecting and re-aligning the edited photo (against
-the classifier on the model's raw crop, and on crops that need no paste: the real face plus the model's change,
-raw, denoised (the best any blend that adds the denoised change can do), and denoised through the mask: what is
-left to lose is the paste and the re-detection). One more row adds the same denoised change to the model's own
-reconstruction G(x, c_org) instead of the photo: the judge, trained on real photos, finds a hair colour there far
-more often than on the photo with the very same change (83% against 67% on 503 held-out hair edits with the
-31,400-iteration model, 90.5% against 77.7% on 148 with the 32,450 one), so part of the gap between the raw crop
-and any blend is the model's rendering of the whole crop, which no blend that keeps the photo can carry over.
-``--celeba N`` adds N held-out CelebA images (the photos give about 75 edits, a small sample: one edit is 1.3
-points); G runs on a named path (``--path``), not the load-time race, so the figures do not depend on how busy the
-machine is. ``--pictures DIR`` saves before / square / head-shaped side-by-sides.
+It measures the head-shaped, denoised, edge-aware paste-back (``blend.paste_back``) on every photo of
+``../shared/data/photos`` with a face and each of the paper's test edits (blended as the pipeline blends them:
+through the hair region for a hair colour, the head mask otherwise): the mean change in the crop square outside
+the mask, the high-frequency (Laplacian) energy of the pasted change inside it, and how often an attribute
+classifier still finds the target attribute after re-detecting and re-aligning the edited photo (against the
+classifier on the model's raw crop, and on crops that need no paste: the real face plus the model's change, raw,
+denoised (the best any blend that adds the denoised change can do), and denoised through the mask: what is left
+to lose is the paste and the re-detection). One more row adds the same denoised change to the model's own
+reconstruction G(x, c_org) instead of the photo, to separate the model's rendering of the whole crop, which no
+blend that keeps the photo can carry over, from what the blend loses (figures: ``docs/BLENDING.md``).
+``--celeba N`` adds N held-out CelebA images (the photos alone give a small sample of edits); G runs on a named
+path (``--path``), not the load-time race, so the figures do not depend on how busy the machine is.
+``--pictures DIR`` saves before / square / head-shaped side-by-sides.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import resource
 import statistics
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import torch
 
-PHOTOS = Path(os.environ.get("STARGAN_SHARED_DATA", Path(__file__).resolve().parents[1] / "../shared/data")) / "photos"
-
-
-CLOCK = time.perf_counter  # wall clock; --cpu-time switches to process CPU time (meaningful with --threads 1)
-
-
-def _timings(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each function, run in turn ``repeats`` times after one warm-up each."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t = CLOCK()
-            fn()
-            times[k].append(CLOCK() - t)
-    return times
-
-
-def _median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function over interleaved repeats."""
-    return {k: statistics.median(v) for k, v in _timings(fns, repeats).items()}
-
-
-def _pipeline(model: str | None, with_d: bool):
-    from stargan_core.config import ModelConfig
-    from stargan_core.edit.pipeline import StarGANPipeline
-    from stargan_core.nets.model import build_discriminator, build_generator
-
-    if model:
-        return StarGANPipeline.from_pretrained(model)
-    cfg = ModelConfig()  # the paper's 128 px nets: Generator(64, 5, 6), Discriminator(128, 64, 5, 6)
-    torch.manual_seed(0)
-    return StarGANPipeline(build_generator(cfg), cfg, build_discriminator(cfg) if with_d else None)
-
-
-def infer(args: argparse.Namespace) -> None:
-    """Per-face generator latency (naive vs pipeline), pixel error, end-to-end photo edits, peak memory."""
-    from stargan_core.edit.geometry import align
-    from stargan_core.edit.images import load_image
-
-    if args.threads:  # before the pipeline: its paths size their thread pools at load
-        torch.set_num_threads(args.threads)
-    pipe = _pipeline(args.model, not args.no_d)
-    global CLOCK
-    CLOCK = time.process_time if args.cpu_time else time.perf_counter
-    G, size, c_dim, generate = pipe.G, pipe.config.image_size, pipe.config.schema.c_dim, pipe.generate
-    print(f"torch {torch.__version__}, {_versions()}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
-          f"CPUs, {'CPU' if args.cpu_time else 'wall'} time")
-    print(f"\nload-time choice (wall clock, probe faces): {pipe.path.summary()}")
-    from stargan_core.edit.inference import choose_path
-    print(f"\nevery candidate, without the time budget: {choose_path(G, size, budget_s=600).summary()}")
-    photo = load_image(PHOTOS / "facenet_multiface.jpg")
-    x6 = align(photo, pipe.detect(photo), size)  # 6 real aligned faces (N, 3, S, S)
-    c6 = torch.eye(c_dim)[torch.arange(len(x6)) % c_dim]
-
-    def naive(x: torch.Tensor) -> None:  # the official test: fp32, eager, no_grad, one face at a time
-        with torch.no_grad():
-            for i in range(len(x)):
-                G(x[i:i + 1], c6[i:i + 1])
-
-    t = _timings({"naive": lambda: naive(x6[:1]), "pipe1": lambda: generate(x6[:1], c6[:1]),
-                  "naive6": lambda: naive(x6), "pipe6": lambda: generate(x6, c6)}, args.repeats)
-    med, best = ({k: f(v) for k, v in t.items()} for f in (statistics.median, min))
-    print(f"\ngenerator, ms per face, median (best)   naive fp32 eager   {pipe.path.name:<16} speed-up")
-    for n, a, b in ((1, "naive", "pipe1"), (len(x6), "naive6", "pipe6")):
-        print(f"  {n} face(s) per forward             {med[a] / n * 1e3:7.1f} ({best[a] / n * 1e3:5.1f})"
-              f"   {med[b] / n * 1e3:6.1f} ({best[b] / n * 1e3:5.1f})"
-              f"   {med[a] / med[b]:4.2f}x ({best[a] / best[b]:4.2f}x)")
-    with torch.no_grad():
-        diff = (generate(x6, c6) - G(x6, c6)).abs() * 127.5  # in 0..255 pixel levels
-    print(f"pixel error of the pipeline path vs fp32 on 6 real faces: mean {diff.mean():.3f}/255, "
-          f"99.9th percentile {diff.flatten().quantile(0.999):.2f}/255")
-    _end_to_end(pipe, args.repeats)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(f"\npeak memory (max RSS of this process, torch and MTCNN included): {peak:.0f} MiB")
-
-
-def _versions() -> str:
-    """The ONNX Runtime version, or that it is missing (its paths are then not candidates)."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return "no onnxruntime"
-    return f"onnxruntime {onnxruntime.__version__}"
-
-
-def _end_to_end(pipe, repeats: int) -> None:
-    """Whole edits: decode + detect + align + estimate + translate (x_fake and x_ref) + paste back."""
-    print("\nend to end, hair -> blond (detect: MTCNN + crops + D's estimate + x_ref, 1 forward per face;"
-          "\n  first edit: detect + x_fake, 2 forwards per face; re-edit with the faces kept: x_fake only)")
-    print("  photo                       faces   detect    first edit   re-edit (faces kept)")
-    choices = {"hair": "blond"}
-    for name in ("skimage_astronaut.png", "fr_obama-1080p.jpg", "facenet_multiface.jpg"):
-        path = PHOTOS / name
-        faces = pipe.detect(path)
-        t = _median_times({"detect": lambda p=path: pipe.detect(p), "full": lambda p=path: pipe(p, choices),
-                           "again": lambda p=path, f=faces: pipe(p, choices, faces=f)}, repeats)
-        print(f"  {name:<24} {len(faces):5d}   {t['detect']:6.3f} s   {t['full']:8.3f} s   {t['again']:8.3f} s")
-
-
-TRAIN_CONFIGS = {  # name -> TrainConfig overrides
-    "shipped": dict(d_conv_dim=32),  # checkpoints/celeba128: the paper's G at 128 px, D at half width
-    "paper": {},
-    "cpu64": dict(image_size=64, g_conv_dim=32, d_conv_dim=32, d_repeat_num=5),  # the earlier CPU-trained model
-    "tiny": dict(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3, batch_size=8),
-}
-
-
-def time_train(cfg, device: torch.device, batches, periods: int = 1) -> float:
-    """Seconds per iteration of ``train.update`` for a ``TrainConfig`` on ``device``, each step drawing its batch
-    from ``batches`` (an iterator of ``(x, labels)``), after one warm-up ``n_critic`` period."""
-    from stargan_core.domains import CELEBA5
-    from stargan_core.nets.losses import Nets
-    from stargan_core.training.loop import autocast, build, make_batch, update
-
-    torch.manual_seed(cfg.seed)
-    _, G, D, g_opt, d_opt = build(cfg, CELEBA5, device)  # exactly the training loop's nets and optimisers
-    nets = Nets(torch.compile(G) if cfg.compile else G, D)
-    amp = autocast(cfg, device)
-    gen = torch.Generator().manual_seed(0)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for period in range(1 + periods):
-        if period == 1:  # the first period warms up (allocations, cudnn autotune, compilation, loader workers)
-            sync()
-            t0 = time.perf_counter()
-        for i in range(cfg.n_critic):
-            x, labels = next(batches)
-            batch = make_batch(x, labels, CELEBA5, "celeba", gen, device)
-            update(nets, d_opt, g_opt, batch, cfg, i == cfg.n_critic - 1, amp)
-    sync()
-    return (time.perf_counter() - t0) / (periods * cfg.n_critic)
-
-
-def train(args: argparse.Namespace) -> None:
-    """Images per second of the plain path (fp32, eager, JPEGs decoded per step by a one-worker loader, as the
-    official code trains) and of the project's (images decoded once into a uint8 cache on the device, cuDNN
-    autotuning), on real CelebA images, and their ratio."""
-    from stargan_core.config import TrainConfig
-    from stargan_core.data.datasets import ImageLabels, StepSampler, read_celeba
-    from stargan_core.training.loop import batches, pick_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, device {device} ({where}), bf16={args.bf16}, compile={args.compile}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; data {args.data}")
-    records, _ = read_celeba(args.data, ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"])
-    for name in args.config:
-        cfg = TrainConfig(**{**TRAIN_CONFIGS[name], "bf16": args.bf16, "compile": args.compile})
-        ds = ImageLabels(records[:max(64, cfg.batch_size * 4 * (1 + args.periods) * cfg.n_critic)], cfg.image_size,
-                         178)
-        sampler = StepSampler(len(ds), cfg.batch_size, cfg.seed)
-        secs = {path: time_train(replace(cfg, compile=cfg.compile and path == "project"), device,  # plain: eager
-                                 batches(ds, sampler, replace(cfg, cache=path == "project", num_workers=1), device,
-                                         None), args.periods) for path in ("plain", "project")}
-        ips = {path: cfg.batch_size / s for path, s in secs.items()}
-        print(f"  {name:<8} {cfg.image_size} px, batch {cfg.batch_size}: plain {secs['plain']:.4f} s/iter "
-              f"({ips['plain']:.1f} images/s), project {secs['project']:.4f} s/iter ({ips['project']:.1f} images/s)"
-              f": {ips['project'] / ips['plain']:.2f}x", flush=True)
-
-
-def _write_bench_release(folder: Path) -> Path:
-    """The paper's 128 px G and D (random weights) as a release, so ``serve`` needs no download."""
-    from stargan_core.config import ModelConfig
-    from stargan_core.nets.model import build_discriminator, build_generator
-    from stargan_core.weights.formats import save_release
-
-    cfg = ModelConfig()
-    torch.manual_seed(0)
-    return save_release(build_generator(cfg), cfg, folder, D=build_discriminator(cfg))
-
-
-def _server_kib(pid: int, field: str) -> int:
-    """A ``/proc/PID/status`` memory field in KiB: VmRSS (now) or VmHWM (peak since start)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def serve(args: argparse.Namespace) -> None:
-    """Latency percentiles, throughput and server peak RSS of the app under N concurrent users."""
-    import socket
-    import subprocess
-    import tempfile
-    from concurrent.futures import ThreadPoolExecutor
-
-    import httpx
-    from gradio_client import Client, handle_file
-
-    root = Path(__file__).resolve().parents[1]
-    photos = sorted(p for p in PHOTOS.glob("*.[jp][pn]g") if "no-faces" not in p.name) or \
-        [root / "demo" / "examples" / "astronaut.jpg"]
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        model = args.model or str(_write_bench_release(Path(tmp) / "model"))
-        env = {**os.environ, "STARGAN_MODEL": model, "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1",
-               "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": tmp}
-        start = time.perf_counter()
-        server = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(url, timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.5)
-            ready = time.perf_counter() - start
-            Client(url, verbose=False, download_files=tmp).predict(photo=handle_file(str(photos[0])), hair="Blond",
-                                                                  api_name="/edit")
-            print(f"app start to first edit: {time.perf_counter() - start:.1f} s (the server answered after "
-                  f"{ready:.1f} s; the edit: {photos[0].name}, hair -> blond, through the API)")
-            print(f"{len(photos)} photos, {args.edits} edits per user, load average {os.getloadavg()[0]:.1f} on "
-                  f"{os.cpu_count()} CPUs; server RSS after start {_server_kib(server.pid, 'VmRSS') / 1024:.0f} MiB")
-            print("users   edits   p50 s   p90 s   p99 s   max s   edits/s   server peak RSS   RSS after")
-            for n in args.users:
-                _serve_round(server.pid, url, n, args.edits, photos, Client, handle_file, ThreadPoolExecutor, tmp)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-
-
-def _serve_round(pid, url, n, edits, photos, Client, handle_file, pool, tmp) -> None:  # noqa: N803 - classes
-    """One round: ``n`` users, each with its own client, ``edits`` edits each of photos in turn."""
-    hair = ("Black", "Blond", "Brown")
-
-    def user(u: int) -> list[float]:
-        client, times = Client(url, verbose=False, download_files=tmp), []
-        for k in range(edits):
-            t = time.perf_counter()
-            client.predict(photo=handle_file(str(photos[(u + k) % len(photos)])), hair=hair[(u + k) % 3],
-                           api_name="/edit")
-            times.append(time.perf_counter() - t)
-        return times
-
-    start = time.perf_counter()
-    with pool(n) as ex:
-        lat = sorted(t for times in ex.map(user, range(n)) for t in times)
-    wall = time.perf_counter() - start
-    q = statistics.quantiles(lat, n=100, method="inclusive")
-    print(f"{n:5d}   {len(lat):5d}   {q[49]:5.2f}   {q[89]:5.2f}   {q[98]:5.2f}   {lat[-1]:5.2f}   "
-          f"{len(lat) / wall:7.2f}   {_server_kib(pid, 'VmHWM') / 1024:11.0f} MiB   "
-          f"{_server_kib(pid, 'VmRSS') / 1024:5.0f} MiB", flush=True)
+from . import PHOTOS, SHARED_DATA
+from .timing import machine_load
 
 
 def _square_paste_back(image, faces, x_fake, x_ref):
@@ -411,7 +138,7 @@ def blend(args: argparse.Namespace) -> None:
     clf = load_classifier(args.classifier) if args.classifier else None
     idx = [clf.spec.labels.index(lab) for lab in ds.labels] if clf else None
     print(f"model: {pipe.status or args.model} ({size} px), G on {pipe.path.name}; classifier: "
-          f"{args.classifier or 'none'}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"{args.classifier or 'none'}; {machine_load()}")
     print(f"{'photo':<26}{'faces':>5}{'edits':>6}  outside head: mean |change|   Laplacian energy in head: photo"
           f" px | model px   paste-back s\n{'':<37}{'square':>11}{'head':>8}{'square':>12}{'head':>8}{'cut':>6}"
           f"{'square':>9}{'head':>8}{'cut':>6}{'square':>9}{'head':>6}")
@@ -524,31 +251,7 @@ def _side_by_side(rgb, outs: dict, faces, path: Path) -> None:
     sheet.save(path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stargan_core.bench", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("infer", help="CPU inference: generator latency, pixel error, photo edits, memory")
-    p.add_argument("--model", default=None, help="a model for load_model (default: random official-size nets)")
-    p.add_argument("--no-d", action="store_true", help="without a discriminator (attributes from choices)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: the pipeline's choice)")
-    p.add_argument("--cpu-time", action="store_true", help="CPU seconds instead of wall clock: figures that other "
-                   "processes on a shared machine do not inflate (use with --threads 1)")
-    p.set_defaults(func=infer)
-    p = sub.add_parser("train", help="training images/s: plain (decode per step) vs the project's path")
-    p.add_argument("--device", default="auto", help="auto = cuda > mps > cpu")
-    p.add_argument("--periods", type=int, default=1, help="timed n_critic periods (5 iterations each)")
-    p.add_argument("--config", nargs="+", default=["shipped"], choices=list(TRAIN_CONFIGS))
-    p.add_argument("--data", default=str(PHOTOS.parent / "celeba_subset"), help="a CelebA folder")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False)
-    p.set_defaults(func=train)
-    p = sub.add_parser("serve", help="the app under N concurrent users: latency, throughput, server peak RSS")
-    p.add_argument("--model", default=None, help="STARGAN_MODEL for the app (default: random paper-size nets)")
-    p.add_argument("--users", type=int, nargs="+", default=[1, 8, 16])
-    p.add_argument("--edits", type=int, default=4, help="edits per user and round")
-    p.set_defaults(func=serve)
+def add_parser(sub) -> None:
     p = sub.add_parser("blend", help="head-shaped paste-back against the square one: leaks, speckle, edit survival")
     p.add_argument("--model", default=None, help="a model for load_model (default: its fallback, the shipped model)")
     p.add_argument("--classifier", default=None, help="folder written by train-classifier (for edit survival)")
@@ -556,14 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pictures", default=None, help="folder for before / square / head-shaped side-by-sides")
     p.add_argument("--celeba", type=int, default=0, help="also N held-out CelebA images (the last N of the "
                    "official 2,000 test images), for a larger sample of edits")
-    p.add_argument("--celeba-dir", default=str(PHOTOS.parent / "celeba_30k"))
+    p.add_argument("--celeba-dir", default=str(SHARED_DATA / "celeba_30k"))
     p.add_argument("--path", default="onnxruntime-int8", help="the inference path G runs on (still checked "
                    "against fp32; 'auto': the load-time choice, which depends on how busy the machine is)")
     p.set_defaults(func=blend)
-    args = parser.parse_args(argv)
-    args.func(args)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -159,7 +159,7 @@ def test_a_hair_colour_takes_the_models_rendering_where_it_changes_the_hair():
 def test_bench_blend_prints_a_clean_head_against_the_square(photos_dir, capsys):
     """``bench blend`` on one photo with the shipped model: the head-shaped paste leaves the crop square outside
     the mask at exactly 0 where the square paste does not, and cuts the Laplacian energy at model px by half."""
-    from benchmarks import blend as bench
+    from benchmarks import __main__ as bench
     from stargan_core.weights.hub import shipped_release
     release = shipped_release()
     bench.main(["blend", "--model", str(release), "--path", "fp32", "--photos", "fr_two_people.jpg"])
