@@ -3,7 +3,8 @@
 The controls come from the models' domain schemas, so any trained model gets the right page: one choice and one
 strength slider per group (hair colour, gender, age, expression, any custom attribute). A picker switches between
 the models of a ``ModelShelf`` (``demo/models.py``) and shows the controls the chosen one has. What the events do
-lives in ``demo/handlers.py``; per-visitor data lives in ``gr.State``.
+lives in ``demo/handlers.py`` (and ``controls``, ``files``, ``cycle``, ``memory``); per-visitor data lives in
+``gr.State``.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from stargan_core.classroom.learn import Lesson
 from stargan_core.domains import CELEBA5
 
 from . import handlers
+from .controls import MAX_STRENGTH, NOT_SURE, api_name, group_title
+from .cycle import cycle_event
 from .learn_tab import build_learn_tab
+from .memory import bound_memory
 from .mirror import build_mirror_tab
 from .models import ModelOption, ModelShelf
 
@@ -42,11 +46,11 @@ def _group_controls(groups) -> dict:
     """One choice + strength slider per group; returns {api name: component}, the edit endpoint's parameters."""
     controls = {}
     for g in groups:
-        name = handlers.api_name(g)
+        name = api_name(g)
         with gr.Row(equal_height=True):
-            controls[name] = gr.Radio(["Keep", *g.options()], value="Keep", label=handlers.group_title(g),
+            controls[name] = gr.Radio(["Keep", *g.options()], value="Keep", label=group_title(g),
                                       scale=3, elem_id=f"control-{name}")
-            controls[f"{name}_strength"] = gr.Slider(0, handlers.MAX_STRENGTH, value=1.0, step=0.05,
+            controls[f"{name}_strength"] = gr.Slider(0, MAX_STRENGTH, value=1.0, step=0.05,
                                                      label="Strength", scale=2)
     return controls
 
@@ -67,8 +71,8 @@ def _page_groups(shelf: ModelShelf, schema) -> list:
 
 def _current_controls(groups) -> dict:
     """For models without a discriminator: what each face is now, per group ({"now_hair": radio, ...})."""
-    return {f"now_{handlers.api_name(g)}": gr.Radio([handlers.NOT_SURE, *g.options()], value=handlers.NOT_SURE,
-                                                    label=handlers.group_title(g)) for g in groups}
+    return {f"now_{api_name(g)}": gr.Radio([NOT_SURE, *g.options()], value=NOT_SURE,
+                                                    label=group_title(g)) for g in groups}
 
 
 def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE_EXPIRY,
@@ -79,7 +83,7 @@ def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE
     ``pipeline`` alone. ``cache_expiry`` is Gradio's ``delete_cache`` (frequency, age) in seconds: uploads and
     results older than ``age`` are deleted every ``frequency``, so a Space that runs for weeks does not fill its
     disk."""
-    handlers.bound_memory()  # process-wide: few malloc arenas, so memory stays flat under concurrent users
+    bound_memory()  # process-wide: few malloc arenas, so memory stays flat under concurrent users
     if shelf is None:
         only = ModelOption("This server's model", "", status)
         shelf = ModelShelf([only] if pipeline is not None else [], {only.label: (pipeline, status)})
@@ -156,7 +160,7 @@ def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE
                        outputs=[session, slider, download, crops, verdict, info],
                        inputs_kwargs={"model": model, **controls},
                        preprocess=False)  # the raw upload goes to images.load_image, not to Gradio's decoder
-        cycle = partial(handlers.cycle_event, shelf)
+        cycle = partial(cycle_event, shelf)
         cycle_io = [x_real, x_fake, x_rec, rec_error]
         opened = gr.on([photo.change, whole.input], partial(handlers.open_event, shelf), [photo, whole, model],
                        [session, picker], preprocess=False, **private)
@@ -170,7 +174,7 @@ def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE
             cycle, [session, classroom_open, model], cycle_io, **private)
         classroom.collapse(lambda: False, None, classroom_open, queue=False, api_visibility="private")
         grid_button.click(partial(handlers.all_domains_event, shelf), [session, model], grid, **private)
-        page_controls = [(g, controls[handlers.api_name(g)], controls[f"{handlers.api_name(g)}_strength"])
+        page_controls = [(g, controls[api_name(g)], controls[f"{api_name(g)}_strength"])
                          for g in groups]
         shown = [c for _, *cs in page_controls for c in cs]  # each group's choice and strength
         switched = model.input(partial(handlers.switch_model, shelf, page_controls), [model, chosen],

@@ -22,7 +22,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageOps
 
-from demo import handlers
+from demo import cycle, files, handlers
 from demo.ui import MAX_UPLOAD, build_demo
 from stargan_core.config import ModelConfig
 from stargan_core.domains import CELEBA5, JOINT, RAFD_EXPRESSIONS
@@ -260,7 +260,7 @@ def test_classroom_cycle_and_all_domains_figure(celeba_app):
     pipeline = celeba_app.pipeline
     session = handlers.open_photo(pipeline, str(ASTRONAUT))
     handlers.edit(pipeline, session, None, {"hair": "Blond"})
-    x_real, x_fake, x_rec, text = handlers.cycle(pipeline, session)
+    x_real, x_fake, x_rec, text = cycle.cycle(pipeline, session)
     size = pipeline.config.image_size
     assert x_real.size == x_fake.size == x_rec.size == (size, size)
     err = np.abs(np.asarray(x_real, float) - np.asarray(x_rec, float)).mean()
@@ -274,11 +274,11 @@ def test_classroom_cycle_and_all_domains_figure(celeba_app):
 
 def test_an_upload_given_as_a_data_url_is_decoded_by_load_image():
     data = base64.b64encode(ASTRONAUT.read_bytes()).decode()
-    path = handlers.upload_path({"path": None, "url": f"data:image/jpeg;base64,{data}"})
+    path = files.upload_path({"path": None, "url": f"data:image/jpeg;base64,{data}"})
     assert Path(path).read_bytes() == ASTRONAUT.read_bytes()
-    assert handlers.upload_path({"path": path, "url": None}) == path  # an upload: Gradio's cache folder
+    assert files.upload_path({"path": path, "url": None}) == path  # an upload: Gradio's cache folder
     with pytest.raises(gr.Error, match="not a file uploaded to this app"):
-        handlers.upload_path({"path": str(ASTRONAUT), "url": None})  # a server file is never read for a visitor
+        files.upload_path({"path": str(ASTRONAUT), "url": None})  # a server file is never read for a visitor
 
 
 @pytest.mark.slow
