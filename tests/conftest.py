@@ -1,15 +1,28 @@
-"""Shared fixtures: the real data beside the checkout (skipped with a reason when absent) and fixed seeds."""
+"""Shared fixtures and helpers: the real data beside the checkout (skipped with a reason when absent), fixed seeds,
+tiny random-weight models, and the app served in-process. Test modules import the helpers with
+``from conftest import ...``; the heavy imports (the detector, Gradio) happen only when a helper is used.
+"""
 import os
+import socket
 from pathlib import Path
 
 import pytest
 import torch
 
+from stargan_core.config import ModelConfig
+from stargan_core.domains import CELEBA5
+from stargan_core.nets.model import build_discriminator, build_generator
+from stargan_core.weights.formats import save_release
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-SHARED_DATA = Path(os.environ.get("STARGAN_SHARED_DATA", Path(__file__).resolve().parents[1] / "../shared/data"))
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("STARGAN_SHARED_DATA", ROOT / "../shared/data"))
+ASTRONAUT = ROOT / "demo" / "examples" / "astronaut.jpg"  # public domain, shipped with the demo
+CAT = ROOT / "demo" / "examples" / "chelsea.jpg"  # CC0, no human face
+TINY = ModelConfig(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)  # 32 px, 8 channels
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +46,61 @@ def photos_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def celeba_dir(shared_data: Path) -> Path:
     return shared_data / "celeba_subset"
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """One MTCNN for the whole session (creating it is what is slow)."""
+    from stargan_core.edit.faces import FaceDetector
+    return FaceDetector()
+
+
+# ----- tiny models --------------------------------------------------------------------------------------------
+def tiny_pipeline(cfg: ModelConfig = TINY, with_d: bool = True, detector=None, path="fp32"):
+    """A random-weight StarGANPipeline with G on the fp32 path, so hooks on G see every forward (the path choice
+    has its own tests)."""
+    from stargan_core.edit.pipeline import StarGANPipeline
+    torch.manual_seed(0)
+    return StarGANPipeline(build_generator(cfg), cfg, build_discriminator(cfg) if with_d else None, detector, path)
+
+
+def write_tiny_release(folder: Path, schema=CELEBA5, with_d: bool = True) -> Path:
+    """A random-weight release (32 px, 8 channels, G and D) that load_model reads like any other."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(schema=schema, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=2)
+    return save_release(build_generator(cfg), cfg, folder, D=build_discriminator(cfg) if with_d else None)
+
+
+# ----- the app, served in this process ------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalApp:
+    """build_demo(pipeline) served on a free local port in this process, as app.py serves it."""
+
+    def __init__(self, release: Path, options=None, **build):
+        from demo.models import ModelShelf
+        from demo.ui import MAX_UPLOAD, build_demo
+        from stargan_core.edit.pipeline import StarGANPipeline
+        from stargan_core.weights.hub import load_model
+        model = load_model(release)
+        self.pipeline = StarGANPipeline(model.G, model.config, D=model.D)
+        shelf = None if options is None else ModelShelf(options, {options[0].label: (self.pipeline, model.status)})
+        self.demo = build_demo(self.pipeline, model.status, shelf=shelf, **build)
+        self.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+                         max_file_size=MAX_UPLOAD)
+        self.url = self.demo.local_url
+
+    def client(self, download_dir: Path):
+        from gradio_client import Client
+        return Client(self.url, verbose=False, download_files=str(download_dir))
+
+    def config(self) -> dict:
+        import httpx
+        return httpx.get(self.url + "config", timeout=30).json()
+
+    def close(self) -> None:
+        self.demo.close()

@@ -7,7 +7,6 @@ PNG), which is what these tests check. Photos from ../shared/data are used where
 import base64
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -22,55 +21,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageOps
 
+from conftest import ASTRONAUT, CAT, ROOT, LocalApp, free_port, write_tiny_release
 from demo import cycle, files, handlers
-from demo.ui import MAX_UPLOAD, build_demo
-from stargan_core.config import ModelConfig
-from stargan_core.domains import CELEBA5, JOINT, RAFD_EXPRESSIONS
-from stargan_core.edit.pipeline import StarGANPipeline
-from stargan_core.nets.model import build_discriminator, build_generator
-from stargan_core.weights.formats import save_release
-from stargan_core.weights.hub import load_model
-
-ROOT = Path(__file__).resolve().parents[1]
-ASTRONAUT = ROOT / "demo" / "examples" / "astronaut.jpg"  # public domain, shipped with the demo
-CAT = ROOT / "demo" / "examples" / "chelsea.jpg"  # CC0, no human face
-
-
-# ----- helpers shared with test_browser.py --------------------------------------------------------------------
-def write_tiny_release(folder: Path, schema=CELEBA5, with_d: bool = True) -> Path:
-    """A random-weight release (32 px, 8 channels, G and D) that load_model reads like any other."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(schema=schema, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=2)
-    return save_release(build_generator(cfg), cfg, folder, D=build_discriminator(cfg) if with_d else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LocalApp:
-    """build_demo(pipeline) served on a free local port in this process, as app.py serves it."""
-
-    def __init__(self, release: Path, options=None, **build):
-        from demo.models import ModelShelf
-        model = load_model(release)
-        self.pipeline = StarGANPipeline(model.G, model.config, D=model.D)
-        shelf = None if options is None else ModelShelf(options, {options[0].label: (self.pipeline, model.status)})
-        self.demo = build_demo(self.pipeline, model.status, shelf=shelf, **build)
-        self.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                         max_file_size=MAX_UPLOAD)
-        self.url = self.demo.local_url
-
-    def client(self, download_dir: Path) -> Client:
-        return Client(self.url, verbose=False, download_files=str(download_dir))
-
-    def config(self) -> dict:
-        return httpx.get(self.url + "config", timeout=30).json()
-
-    def close(self) -> None:
-        self.demo.close()
+from demo.ui import build_demo
+from stargan_core.domains import JOINT, RAFD_EXPRESSIONS
 
 
 def component_text(config: dict, elem_id: str) -> str | None:

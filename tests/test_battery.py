@@ -15,7 +15,8 @@ import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image, ImageOps
-from test_app import ASTRONAUT, CAT, LocalApp, write_tiny_release
+
+from conftest import ASTRONAUT, CAT, LocalApp, write_tiny_release
 
 pytestmark = pytest.mark.slow  # ~60 calls of the app, each detecting faces with MTCNN on 2 busy cores
 

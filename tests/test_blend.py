@@ -77,7 +77,7 @@ def test_identity_edits_return_the_photo_exactly():
 
 
 def test_identity_through_the_pipeline_is_exact(photos_dir):
-    from test_pipeline import tiny_pipeline
+    from conftest import tiny_pipeline
     pipe = tiny_pipeline()
     photo = photos_dir / "skimage_astronaut.png"
     for result in (pipe(photo, {"hair": "blond", "gender": "male"}, 0.0),

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_app import ASTRONAUT, LocalApp, write_tiny_release
+
+from conftest import ASTRONAUT, LocalApp, write_tiny_release
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

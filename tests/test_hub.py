@@ -16,14 +16,13 @@ import pytest
 import torch
 from huggingface_hub import ModelCard, constants, hf_hub_download, scan_cache_dir
 
+from conftest import TINY
 from official_layout import lornatang_layout, official_d_state_dict, official_g_state_dict, reference_generator
-from stargan_core.config import ModelConfig
 from stargan_core.nets.model import build_discriminator, build_generator
 from stargan_core.weights import hub
 from stargan_core.weights.card import model_card
 from stargan_core.weights.formats import CheckpointError, save_release
 
-TINY = ModelConfig(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
 REPO = "owner/stargan-tiny"
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
 X = torch.rand(1, 3, 32, 32) * 2 - 1

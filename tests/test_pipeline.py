@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY, tiny_pipeline
 from stargan_core.cli import main
 from stargan_core.config import ModelConfig
 from stargan_core.domains import JOINT, JOINT_LONDON
@@ -27,21 +28,9 @@ from stargan_core.edit.threads import cpu_budget
 from stargan_core.nets.model import build_discriminator, build_generator
 from stargan_core.weights.formats import save_release
 
-TINY = ModelConfig(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
 TINY_JOINT = ModelConfig(schema=JOINT, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=5)
 TINY_LONDON = ModelConfig(schema=JOINT_LONDON, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1,
                           d_repeat_num=5)
-
-
-def tiny_pipeline(cfg: ModelConfig = TINY, with_d: bool = True, detector=None, path="fp32") -> StarGANPipeline:
-    """G on the fp32 path, so hooks on G see every forward (the path choice has its own tests below)."""
-    torch.manual_seed(0)
-    return StarGANPipeline(build_generator(cfg), cfg, build_discriminator(cfg) if with_d else None, detector, path)
-
-
-@pytest.fixture(scope="session")
-def detector() -> FaceDetector:
-    return FaceDetector()
 
 
 @pytest.fixture(scope="session")
@@ -349,7 +338,7 @@ def test_translate_cli_edits_a_folder_and_draws_the_figure(photos_dir, tmp_path,
     with pytest.raises(SystemExit) as e:  # the photo without a face is reported and counted, the other written
         main([*argv, "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert e.value.code == 1 and "mtcnn_no-faces.jpg: No face found" in err and "1 of 2 photo(s)" in err
+    assert e.value.code == 1 and "mtcnn_no-faces.jpg: No face was found" in err and "1 of 2 photo(s)" in err
     edited = Image.open(tmp_path / "out" / "skimage_camera.png")
     assert (edited.size, edited.mode) == ((512, 512), "L")
     assert main(["translate", str(photos / "skimage_camera.png"), "--model", str(tmp_path / "model"),

@@ -2,16 +2,10 @@
 import numpy as np
 import pytest
 from PIL import Image
-from test_app import ASTRONAUT
 
-from stargan_core.edit.faces import FaceDetector
+from conftest import ASTRONAUT
 from stargan_core.edit.geometry import align
 from stargan_core.edit.tracking import FaceTracker, phase_shift, shift_face
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return FaceDetector()
 
 
 def frames(shifts):
