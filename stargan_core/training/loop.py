@@ -32,9 +32,8 @@ from ..domains import DomainSchema
 from ..nets.losses import Batch, Nets, d_loss, g_loss
 from ..nets.model import Discriminator, Generator, build_discriminator, build_generator
 from ..nets.translate import translate_domains
-from ..weights.formats import CKPT_NAME, D_WEIGHTS_NAME, CheckpointError, load_discriminator, load_generator
-from ..weights.surgery import to_resize_upsampling, to_schema, widen_generator
-from .state import load_training_state, rng_state, save_training_state
+from ..weights.formats import CKPT_NAME
+from .state import init_from_release, load_training_state, resume_config, rng_state, save_training_state
 
 
 class TrainResult(NamedTuple):
@@ -139,46 +138,6 @@ def batches(train_set: ImageLabels, sampler: StepSampler, cfg: TrainConfig, devi
     cached = cache_images(train_set, cache_dir, cfg.num_workers, progress=cache_dir is not None).to(device)
     for indices in sampler:
         yield cached.batch(indices)
-
-
-def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelConfig, rank: int = 0) -> None:
-    """Copy a release's G (and D, when it ships one) into the fresh nets, converted to this run's model first."""
-    G0, cfg0 = load_generator(folder)
-    D0 = load_discriminator(folder)[0] if (Path(folder) / D_WEIGHTS_NAME).is_file() else None
-    say = print if rank == 0 else (lambda *a, **k: None)
-    if cfg0.upsample == "deconv" and mcfg.upsample == "resize":  # the paper's G -> resize-conv
-        G0, cfg0 = to_resize_upsampling(G0, cfg0)
-        say(f"{folder}: its transposed convs became nearest-resize 3x3 convs (least-squares fit; the "
-            "checkerboard part is dropped, so expect the first samples to be rough)", flush=True)
-    if cfg0.g_conv_dim < mcfg.g_conv_dim:  # a wider G that starts as the release's function (Net2Net)
-        old = cfg0.g_conv_dim
-        G0, cfg0 = widen_generator(G0, cfg0, mcfg.g_conv_dim)
-        say(f"{folder}: G widened from {old} to {cfg0.g_conv_dim} base channels "
-            "(Net2Net: copies of its channels plus a little noise, so it starts close to the release)", flush=True)
-    if cfg0.schema != mcfg.schema:  # more datasets: zero-initialised labels and mask (the release's edits intact)
-        old = ", ".join(cfg0.schema.labels)
-        G0, D0, cfg0 = to_schema(G0, D0, cfg0, mcfg.schema)
-        say(f"{folder}: its labels ({old}) became [{' | '.join(ds.name for ds in mcfg.schema.datasets)}"
-            f"{' | mask' if len(mcfg.schema.datasets) > 1 else ''}]; the new inputs start at zero", flush=True)
-    if cfg0 != mcfg:
-        raise CheckpointError(f"{folder}: its model ({cfg0}) differs from this run's ({mcfg}); pass the same "
-                              "image size, widths, --upsample and attributes")
-    G.load_state_dict(G0.state_dict())
-    if D0 is not None:
-        D.load_state_dict(D0.state_dict())
-    else:
-        say(f"{folder} has no {D_WEIGHTS_NAME}: the discriminator starts from scratch", flush=True)
-
-
-def resume_config(cfg: TrainConfig) -> TrainConfig:
-    """For ``--resume``: the run's saved config, overridden by every field of ``cfg`` that is not a default, so
-    ``train --out-dir runs/x --resume`` continues as it was and ``--num-iters 300000`` extends it."""
-    saved = Path(cfg.out_dir) / "train_config.json"
-    if not saved.is_file():
-        return cfg
-    defaults = TrainConfig().to_dict()
-    ours = {k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
-    return TrainConfig.from_dict({**json.loads(saved.read_text()), **ours, "resume": True})
 
 
 def _step_generator(seed: int, step: int, rank: int, j: int) -> torch.Generator:
