@@ -30,7 +30,7 @@ from .timing import machine_load
 
 def _square_paste_back(image, faces, x_fake, x_ref):
     """The paste-back before ``blend.py`` (detail mode), kept as the baseline: the raw change x_fake - x_ref,
-    upsampled bicubic, through a square mask feathered over 10% of the crop side."""
+    upsampled bicubic, through a square mask feathered over a tenth of the crop side."""
     from PIL import Image
 
     from stargan_core.edit.geometry import at_size, footprint, sample

@@ -1,29 +1,18 @@
 """Watch it learn: a small StarGAN trained on the shapes world in a couple of minutes, watched while it trains.
 
 ``lesson_config`` is the small recipe (the networks and settings a 2-core CPU trains in minutes); ``Lesson`` runs
-it with the project's one training loop (``train.train``) in a background thread and, through its ``monitor``
+it with the project's one training loop (``training.loop.train``) in a background thread and, through its ``monitor``
 hook, keeps a ``Progress`` that a page or a notebook reads at any time: the three terms of G's objective as
 curves, the paper's figure (fixed inputs translated to every domain) and the analytic checker's accuracy per
 domain (``shapes.judge``). One ``Lesson`` serves a whole server: a second start while a run trains is refused
 with how long it has left, and anyone can watch or stop the run. The web tab (``demo/learn_tab.py``), notebook 03
 and the learning test (``tests/test_learn.py``) all use this file.
 
-Why D has 4 stride-2 convs here (``d_repeat_num=4``): with 3, as the lesson had before, seeds 0, 1 and 3 reached 90%
-of the checker and seeds 2 and 4 stalled at 75-78%: for the red and green targets G drew, besides the right shape, a
-1-px bar or spot on the image's border. With 4 stride-2 convs D's last map is 2x2, as in the paper's D at 128 px,
-instead of 4x4, and the marks are gone: seeds 0-4 reach 90% after 55.6, 54.7, 59.1, 50.5 and 54.5 s (steps 459, 473,
-530, 437, 503) and end at 99.8%, 100%, 100%, 99.8% and 97.9% after 1,000 steps in 108-121 s (the app's settings: one
-thread, checks every 4 s; the other of 2 cores partly busy). A likely reason: D's classifier is a conv whose kernel
-spans the whole last map with separate weights per cell. On a 4x4 map, 12 of the 16 cells sit on the image's outer
-ring, which on a real image holds mostly background, so their weights are trained on little and can read a small
-mark there as a colour; on a 2x2 map every cell's features are dominated by the shape. Recipe changes that did not
-fix it (seed 2 or 4, 1,000 steps, final mean accuracy): n_critic 2 (53%); d_conv_dim 32 (80%); d_conv_dim 32 with
-g_lr 5e-4 (45%); g_conv_dim 16 (seed 4: 83%, the marks stay); g_conv_dim 16 with d_lr 2e-3 (seed 4 passed, seed 0
-fell to 71%). The condition enters G's first convolution as constant channels, which its instance norm removes
-except where the zero padding cuts the convolution off: the border is where G "hears" its target best, which is why
-the marks sat there (reflect padding would silence the condition entirely, so the official zero padding stays).
-The checks skip the reconstruction passes of ``shapes.judge`` (0.9 s instead of 1.5 s per check). The study of
-the data that fixed the other seeds is in ``shapes.py``'s docstring.
+Why D has 4 stride-2 convs here (``d_repeat_num=4``): with 3, G learnt to draw small marks on the image's border,
+which D's classifier (a conv whose kernel spans the whole last map with separate weights per cell, most of them on
+the border of a 4x4 map) read as a colour, and some seeds stalled; on a 2x2 last map, as in the paper's D at 128 px,
+every cell sees the shape. The checks skip the reconstruction passes of ``shapes.judge``, which the page does not
+show. The seed studies and the recipes that did not help: ``docs/EXPERIMENTS.md``.
 """
 from __future__ import annotations
 

@@ -4,15 +4,11 @@
 age); a quarter of them are white, a colour no label names (as CelebA has people with none of its hair colours).
 ``forms``: white shapes labelled only by their form (a categorical group, like RaFD's expressions). Their label
 sets differ, so they train jointly through the mask vector, exactly as CelebA + RaFD do. Every shape sits at a
-random place that no label mentions, so a generator must carry it over from its input. Two earlier worlds each
-failed some seeds of the short lesson, for one reason: an attribute that only one dataset varies and its
-discriminator's classifier never sees labelled. With white forms and no white squares, "white" told the datasets
-apart and D's classifier had never been shown a white shape that is *not* red, so G could answer "red" with a
-white blob. With forms of random colours, D's form classifier had to be colour-blind on real forms only, and on
-G's blobs it was not: G drew every square blue and every bar red (seed 3: forms 25%). Unlabelled white squares
-fix both: D learns that white is none of red, green or blue, and a form's colour is never in question.
-``ShapeWorld.measure`` is the analytic checker: it reads colour, size, form and
-position back from any image; ``judge`` scores a generator's translations with it.
+random place that no label mentions, so a generator must carry it over from its input. The unlabelled white
+squares are there so that no attribute is varied by one dataset and never seen labelled by the other's classifier:
+D learns that white is none of red, green or blue, and a form's colour is never in question (the worlds that
+failed without them: ``docs/EXPERIMENTS.md``). ``ShapeWorld.measure`` is the analytic checker: it reads colour,
+size, form and position back from any image; ``judge`` scores a generator's translations with it.
 """
 from __future__ import annotations
 

@@ -235,7 +235,7 @@ def read_csv(root: str | Path) -> tuple[list[Record], DatasetSpec]:
 
 def split(records: list[Record], test: float, official: int = 0) -> tuple[list[Record], list[Record]]:
     """(train, test): ``test`` >= 1 is a count, in (0, 1) a ratio; 0 means ``official`` images if the set holds
-    at least 10x that many, else 10%. The test set is the head of the (already shuffled) list."""
+    at least 10x that many, else a tenth. The test set is the head of the (already shuffled) list."""
     n = len(records)
     if test <= 0:
         test = official if official and n >= 10 * official else 0.1

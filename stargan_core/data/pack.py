@@ -120,8 +120,8 @@ class _Folder:
 class _TarGz(_Folder):
     """A pack written as one gzip-compressed tar whose files lie under ``FOLDER/``.
 
-    Compressed, because a plain tar spends 512 bytes of header and on average 256 of padding on each file: a
-    quarter of the size of 2.2 KB crops. The cap holds for the compressed bytes: what is written so far is
+    Compressed, because a plain tar spends 512 bytes of header and on average 256 of padding on each file, a large
+    share of crops of a few KB. The cap holds for the compressed bytes: what is written so far is
     measured exactly after a sync flush (done only when the bound of what follows could pass the cap), the
     rest is bounded by ``deflate_bound`` of its tar bytes.
     """

@@ -4,10 +4,8 @@ Three steps per face, after ``faces.align`` and the generator:
 
 1. **The change** ``x_fake - x_ref`` (``x_ref = G(x_real, c_org)``, so the model's reconstruction error cancels) is
    *denoised at model resolution* by a Gaussian of ``DENOISE_SIGMA`` model px: the model's per-pixel speckle
-   goes (its Laplacian energy drops 32x on blond edits of 32 held-out CelebA faces, 32,450-iteration model), a change
-   smooth over a few pixels passes within 1/255. Edges it softens are restored by step 2. sigma 1 and a guided
-   window of radius 1 model px keep more of the edit than 1.5 and 2 did (``bench blend``: the classifier found
-   the target on 37.8% of re-detected edited faces instead of 29.7%, at the same Laplacian cut).
+   goes, a change smooth over a few pixels passes within 1/255. Edges it softens are restored by step 2. sigma 1
+   and a guided window of radius 1 model px keep more of the edit than wider ones did.
 2. It is warped to the photo and **upsampled edge-aware**: a fast guided filter steered by the full-resolution
    photo re-fits the change, window by window, as a linear function of the photo's colours, so a hair-colour
    change stops at the real hair edge instead of fading out as a blurry blob. A face drawn at under 2 photo px per
@@ -18,22 +16,21 @@ Three steps per face, after ``faces.align`` and the generator:
    **hair region** instead (``hair_mask``): a wider, taller shape that reaches long hair beside the face, with the
    face itself (brows to chin, and any neighbour's face) left out, because the model's hair edits also tint the
    skin. Every mask also fades out at the crop's edges, where the change ends. Against the plain ellipses of the
-   first version (``bench blend --celeba 60``, 31,400-iteration model), the share of edits the classifier still finds
-   after re-detection rose on 60 held-out CelebA images from 48.1% to 55.4% (hair colours: 50.0% to 57.4%), and a
-   long-haired face no longer keeps its old colour below the chin.
+   first version, more edits survive re-detection, and a long-haired face no longer keeps its old colour below the
+   chin.
 
 4. A hair colour also **takes the model's own colour** where the model changes the hair (``hair_change``): the
    change plus the model's drift ``G(x, c_org) - x``, weighted by the size of the change, so the hair looks like
-   the model's rendering of the new colour, not like the photo's hair shifted by the model's change. An attribute
-   judge finds the new colour on 73.4% of 192 hair edits after re-detection instead of 60.9% (``bench blend
-   --celeba 60``, 32,450-iteration model; raw crops 91.7%). Two guards: it fades out below the mouth (the hair
+   the model's rendering of the new colour, not like the photo's hair shifted by the model's change, which an
+   attribute judge reads as the new colour far more often. Two guards: it fades out below the mouth (the hair
    region there holds the neck), and it is off for a face whose skin the model renders far from the photo's
    colours (a colour-cast scan, whose cast the model "corrects": imported, temples turned orange).
 
 The guided filter is kornia's (``kornia.filters.guided_blur``, He et al. 2013; ``subsample`` is the fast guided
 filter of He & Sun 2015). ``crops_after`` gives the UI's "after" crop through the very same mask and denoising.
 
-Other ways to apply a hair-colour change, measured and not adopted: ``docs/BLENDING.md``.
+What each step bought, measured (``python -m benchmarks blend``), and the ways to apply a hair-colour change that
+were measured and not adopted: ``docs/BLENDING.md``.
 """
 from __future__ import annotations
 

@@ -8,19 +8,19 @@ on the CPU out, the same numbers as ``G(x, c)`` in fp32 up to ``MAX_ERROR``. The
 - ``bf16-weights``: a bf16 copy of G made once (not autocast on every call).
 - ``onnxruntime``: G exported once to ONNX (InstanceNormalization and all) and run by ONNX Runtime in fp32.
 - ``onnxruntime-int8``: the same graph with every convolution but the output one in int8 on VNNI (the 7x7 input
-  conv, both down-sampling convs and the 12 of the residual blocks: 88% of the 19.9 GFLOP of a 128 px face): static
-  quantisation, per-channel weights, activation ranges calibrated on the probe faces. The two transposed convs stay
-  fp32, and so does the output conv: quantised, ONNX Runtime ran the transposed ones slower than in fp32 and added
-  2/255 of error, and the output conv added 0.35/255 for no speed (shipped model, 2 quiet cores).
+  conv, both down-sampling convs and the 12 of the residual blocks: most of a face's FLOPs): static quantisation,
+  per-channel weights, activation ranges calibrated on the probe faces. The two transposed convs stay fp32, and so
+  does the output conv: quantised, they added error and no speed.
 - ``onnxruntime-int8-blocks``: the cautious recipe, for nets whose ranges int8 does not hold (the paper's net with
-  random weights: 2.19/255 with all 12 block convs): only the residual blocks after the first in int8.
+  random weights misses ``MAX_ERROR`` with all 12 block convs): only the residual blocks after the first in int8.
 
 ``choose_path`` runs at load time: the fp32 reference on ``probe_faces()`` (two public-domain aligned faces), then
 each candidate, each timed once on the same faces after a warm-up. A candidate that raises, whose mean error is
 above ``MAX_ERROR`` or that is not faster is dropped with its reason; no candidate starts that would end past
 ``budget_s``, judged by the longest one so far (the first starts if the reference left time). Whatever happens, the
-answer is a working path (fp32 at worst). ``torch.compile`` is not a candidate: its compilation took 23 s on 2 quiet
-cores (then 71 ms per face, slower than int8). Measured figures: README, "Speed".
+answer is a working path (fp32 at worst). ``torch.compile`` is not a candidate: its compilation alone takes many
+times the budget, and the compiled G was not faster than int8. Measured figures: README, "Speed", and
+``docs/EXPERIMENTS.md``.
 """
 from __future__ import annotations
 

@@ -225,7 +225,7 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
 
     # Wrappers share G's and D's parameters: DDP averages gradients across processes; torch.compile speeds up G
     # (not D: the gradient penalty needs a double backward, which compiled graphs do not support), on a GPU and
-    # on the CPU alike (2 cores, shipped 128 px config: 9.5 s instead of 12.1 s per D+G step, after ~40 s).
+    # on the CPU alike (docs/EXPERIMENTS.md).
     G_run, D_run = G, D
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None

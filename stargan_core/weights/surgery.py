@@ -36,8 +36,7 @@ def resize_from_deconv(weight: torch.Tensor) -> torch.Tensor:
 def to_resize_upsampling(G: Generator, cfg: ModelConfig) -> tuple[Generator, ModelConfig]:
     """A paper (deconv) generator as a ``--upsample resize`` one: every other weight copied, each transposed conv
     replaced by ``resize_from_deconv``. A starting point for fine-tuning, not the same function: a trained
-    deconv G uses its checkerboard: the fit leaves 64% of the shipped model's up-conv weights, and its output on 8
-    CelebA faces moves by 0.4 on average (on the [-1, 1] scale)."""
+    deconv G uses its checkerboard, which the fit drops (how far the output moves: ``docs/EXPERIMENTS.md``)."""
     new_cfg = replace(cfg, upsample="resize")
     R = build_generator(new_cfg)
     up = {f"{name}.weight" for name, m in G.named_modules() if isinstance(m, nn.ConvTranspose2d)}
@@ -55,9 +54,8 @@ def widen_generator(G: Generator, cfg: ModelConfig, conv_dim: int, noise: float 
     them divides each copied input channel's weights by its number of copies. InstanceNorm normalises each channel
     on its own, so a copy is normalised exactly like its original. With ``noise`` 0 the output is unchanged; the
     copies' incoming weights get Gaussian noise of ``noise`` times the layer's weight std, or they would receive
-    identical updates and stay copies forever: at 0.05, the 35,400-iteration release widened from 64 to 96 base
-    channels (8.4M to 18.9M parameters) moves by 0.006 on average on 8 CelebA faces ([-1, 1] scale). A wider G can
-    then be fine-tuned from a release on a CPU instead of trained from scratch."""
+    identical updates and stay copies forever; at the default the output barely moves (``docs/EXPERIMENTS.md``).
+    A wider G can then be fine-tuned from a release on a CPU instead of trained from scratch."""
     if conv_dim < cfg.g_conv_dim:
         raise ValueError(f"widen_generator: {conv_dim} base channels is narrower than the model's {cfg.g_conv_dim}")
     new_cfg = replace(cfg, g_conv_dim=conv_dim)
