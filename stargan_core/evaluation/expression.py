@@ -25,7 +25,7 @@ from ..data.datasets import (
     split,
 )
 from ..domains import DomainSchema, Group
-from ..weights.formats import load_generator
+from ..weights.formats import CheckpointError, load_discriminator, load_generator
 from .classifier import load_classifier
 
 
@@ -59,11 +59,16 @@ def evaluate_expression(model_source: str | Path, folders: list[str | Path], cla
     neutral judged not smiling (with the judge's own accuracy on the unedited faces)."""
     G, cfg = load_generator(model_source)
     G.eval()
+    try:  # the model's own discriminator reads expressions too: how well, on the same faces
+        D = load_discriminator(model_source, cfg.schema)[0].eval()
+    except CheckpointError:
+        D = None
     clf = load_classifier(classifier_dir)
     if "Smiling" not in clf.spec.labels:
         raise DataError(f"{classifier_dir}: the judge has no Smiling output; train one with train-classifier "
                         "--attrs ... Smiling")
     schema, g = cfg.schema, expression_group(cfg.schema)
+    k_smiling = [lab.lower() for lab in g.labels].index("smiling")
     j, sl, ds = clf.spec.labels.index("Smiling"), schema.group_slice(g.name), schema.dataset_of(g.name)
     targets = {}
     for want in ("smiling", "neutral"):
@@ -74,13 +79,16 @@ def evaluate_expression(model_source: str | Path, folders: list[str | Path], cla
     for folder in folders:
         faces = smiling_faces(folder, cfg.image_size)
         n = len(faces) if max_images is None else min(max_images, len(faces))
-        t = dict.fromkeys(("n", "smiling_in", "judge_right", "to_smiling_n", "to_smiling_hit", "to_neutral_n",
-                           "to_neutral_hit"), 0)
+        t = dict.fromkeys(("n", "smiling_in", "judge_right", "d_right", "to_smiling_n", "to_smiling_hit",
+                           "to_neutral_n", "to_neutral_hit"), 0)
         for x, y in DataLoader(Subset(faces, range(n)), batch_size=batch_size):
             smiling = y[:, 0] > 0.5  # (N,) ground truth
             t["n"] += len(x)
             t["smiling_in"] += int(smiling.sum())
             t["judge_right"] += int(((clf.probs(x)[:, j] > 0.5) == smiling).sum())
+            if D is not None:  # D's expression logits: is "smiling" the larger one?
+                logits = D(x)[1][:, sl]
+                t["d_right"] += int(((logits.argmax(1) == k_smiling) == smiling).sum())
             for want, hit_if, pick in (("smiling", True, ~smiling), ("neutral", False, smiling)):
                 if pick.any():
                     x_fake = G(x[pick], targets[want].expand(int(pick.sum()), -1))
@@ -88,7 +96,8 @@ def evaluate_expression(model_source: str | Path, folders: list[str | Path], cla
                     t[f"to_{want}_hit"] += int(((clf.probs(x_fake)[:, j] > 0.5) == hit_if).sum())
         report["folders"][str(folder)] = {
             **t, "to_smiling": t["to_smiling_hit"] / max(1, t["to_smiling_n"]),
-            "to_neutral": t["to_neutral_hit"] / max(1, t["to_neutral_n"]), "judge_on_inputs": t["judge_right"] / t["n"]}
+            "to_neutral": t["to_neutral_hit"] / max(1, t["to_neutral_n"]), "judge_on_inputs": t["judge_right"] / t["n"],
+            "discriminator_on_inputs": t["d_right"] / t["n"] if D is not None else None}
     return report
 
 
@@ -98,7 +107,9 @@ def evaluate_expression_cli(args) -> None:
     for folder, r in report["folders"].items():
         print(f"{folder}: {r['n']} held-out faces; not smiling -> smiling judged smiling {100 * r['to_smiling']:.1f}%"
               f" ({r['to_smiling_n']}), smiling -> neutral judged not smiling {100 * r['to_neutral']:.1f}% "
-              f"({r['to_neutral_n']}); the judge on the unedited faces {100 * r['judge_on_inputs']:.1f}%")
+              f"({r['to_neutral_n']}); on the unedited faces the judge is right {100 * r['judge_on_inputs']:.1f}%"
+              + ("" if r["discriminator_on_inputs"] is None else
+                 f", the model's discriminator {100 * r['discriminator_on_inputs']:.1f}%"))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "expression.json").write_text(json.dumps(report, indent=2))
