@@ -54,13 +54,17 @@ class TrainResult(NamedTuple):
     logs: dict[str, float]  # the last step's losses
 
 
-def learning_rate(base: float, step: int, num_iters: int, num_iters_decay: int) -> float:
-    """The paper's schedule: ``base``, then linear decay to 0 over the last ``num_iters_decay`` steps.
+def learning_rate(base: float, step: int, num_iters: int, num_iters_decay: int, warmup: int = 0,
+                  start: int = 0) -> float:
+    """The paper's schedule: ``base``, then linear decay to 0 over the last ``num_iters_decay`` steps; with
+    ``warmup``, a linear ramp over the first ``warmup`` steps after ``start`` (a run ``--init-from`` a release).
 
     The official code instead subtracts lr / num_iters_decay every 1,000 steps from the *current* lr, which over
-    100k steps multiplies it by ~0.999: a near no-op since 2018. We follow the paper.
+    100k steps multiplies it by ~0.999: a near no-op since 2018. We follow the paper. The ramp is for fresh Adam
+    state on trained weights: its first updates move every weight by about the full lr, whatever the gradient.
     """
-    return base * min(1.0, (num_iters - step) / max(1, num_iters_decay))
+    ramp = min(1.0, (step - start + 1) / warmup) if warmup else 1.0
+    return base * ramp * min(1.0, (num_iters - step) / max(1, num_iters_decay))
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -293,7 +297,8 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
             # ----- learning rate: a pure function of the step (the paper's linear decay) ----------------------------
             for opt, base in ((g_opt, cfg.g_lr), (d_opt, cfg.d_lr)):
                 for group in opt.param_groups:
-                    group["lr"] = learning_rate(base, step, cfg.num_iters, cfg.num_iters_decay)
+                    group["lr"] = learning_rate(base, step, cfg.num_iters, cfg.num_iters_decay, cfg.warmup_iters,
+                                                cfg.init_step if cfg.init_from else 0)
 
             # ----- for each dataset: a D step, and every n_critic steps a G step (paper section 3.2 / appendix) ----
             for j, (name, stream) in enumerate(streams):
