@@ -1,8 +1,8 @@
 """StarGAN studio in a browser (also the Hugging Face Space entry point): load the model once, build the page, serve.
 
 The model is ``$STARGAN_MODEL`` or the default Hub model, else the release shipped in ``checkpoints/``; the page
-says which in one sentence, and its picker offers the others (``demo/models.py``). Host and port come from Gradio's usual
-GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
+says which in one sentence, and its picker offers the others (``demo/models.py``). Host and port come from Gradio's
+usual GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
 """
 from demo.models import ModelShelf, label_of, model_options
 from demo.ui import MAX_UPLOAD, build_demo

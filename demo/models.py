@@ -1,6 +1,6 @@
 """The models a visitor can pick: ``$STARGAN_MODEL``, the Hub's 128 and 256 px CelebA models and the release
-shipped with the app. Each is loaded once, on first use, and then shared read-only by every visitor (a server-wide cache,
-not per-visitor state); a Hub model that is neither cached nor reachable is refused with one sentence."""
+shipped with the app. Each is loaded once, on first use, and then shared read-only by every visitor (a server-wide
+cache, not per-visitor state); a Hub model that is neither cached nor reachable is refused with one sentence."""
 from __future__ import annotations
 
 import os
