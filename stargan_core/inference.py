@@ -65,7 +65,7 @@ class Choice:
         for k in self.seconds | self.dropped:
             ms = f"{self.seconds[k] * 1e3:7.1f} ms/face" if k in self.seconds else " " * 15
             err = f"error {self.error[k]:.3f}/255" if k in self.error else ""
-            lines.append(f"  {k:<17} {ms}  {err:<17} {self.dropped.get(k, '<- chosen' if k == self.name else '')}")
+            lines.append(f"  {k:<23} {ms}  {err:<17} {self.dropped.get(k, '<- chosen' if k == self.name else '')}")
         return "\n".join(lines)
 
 
