@@ -4,9 +4,11 @@
 the official 128 px generator ``Generator(64, 5, 6)`` (random weights, or a model given with ``--model``) the
 naive way (fp32, eager, one face per forward, as the official test does) against the chosen path (faces
 batched), measures that path's pixel error against fp32 on real aligned faces, times whole edits of photos from
-``../shared/data/photos`` (detection computes each face's x_ref; a re-edit is one forward per face), and reports
-the process's peak memory. Timings are medians over interleaved repeats, so a busy machine slows both sides alike;
-on a shared machine ``--threads 1 --cpu-time`` gives figures that other processes do not inflate.
+``../shared/data/photos`` (detection computes each face's x_ref; a re-edit is one forward per face), reports
+the process's peak memory, then times every candidate path on the same 6 real faces (no budget: what the
+load-time race would see on a quiet machine). Timings are medians over interleaved repeats, so a busy machine
+slows both sides alike; on a shared machine ``--threads 1 --cpu-time`` gives figures that other processes do not
+inflate.
 
 ``mirror`` times the webcam mirror tab's work on 640x480 frames with 1 and 3 faces (faces detected every 10 frames
 and tracked in between, each frame edited), as frames per second, on the load-time path or a named one (``--path``).
@@ -99,13 +101,12 @@ def infer(args: argparse.Namespace) -> None:
     global CLOCK
     CLOCK = time.process_time if args.cpu_time else time.perf_counter
     G, size, c_dim, generate = pipe.G, pipe.config.image_size, pipe.config.schema.c_dim, pipe.generate
-    from .inference import bf16_hardware, choose_path
+    from .inference import bf16_hardware
     print(f"torch {torch.__version__}, {_versions()}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}, bf16 hardware '{bf16_hardware() or 'none'}' (oneDNN "
           f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'uncapped')}), load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs, {'CPU' if args.cpu_time else 'wall'} time")
     print(f"\nload-time choice (wall clock, probe faces): {pipe.path.summary()}")
-    print(f"\nevery candidate, without the time budget: {choose_path(G, size, budget_s=600).summary()}")
     photo = load_image(PHOTOS / "facenet_multiface.jpg")
     x6 = align(photo, pipe.detect(photo), size)  # 6 real aligned faces (N, 3, S, S)
     c6 = torch.eye(c_dim)[torch.arange(len(x6)) % c_dim]
@@ -130,6 +131,29 @@ def infer(args: argparse.Namespace) -> None:
     _end_to_end(pipe, args.repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"\npeak memory (max RSS of this process, torch and MTCNN included): {peak:.0f} MiB")
+    _every_candidate(G, size, c_dim, x6, c6, args.repeats)  # last: holding every path at once raises the peak
+
+
+def _every_candidate(G, size: int, c_dim: int, x6: torch.Tensor, c6: torch.Tensor, repeats: int) -> None:
+    """Every candidate path, built as at load (int8 calibrated on the probe faces), timed in interleaved repeats on
+    the 6 real faces: what the load-time race would see on a quiet machine with no budget."""
+    from .inference import PATHS, mean_error, probe_faces
+
+    x, c = probe_faces(size, c_dim)
+    runs = {}
+    for name, make in PATHS.items():
+        try:
+            runs[name] = make(G, x, c)
+        except Exception as e:  # noqa: BLE001 - a path this machine cannot build is reported, not fatal
+            print(f"  {name}: cannot be built here ({type(e).__name__}: {e})")
+    t = _timings({name: partial(run, x6, c6) for name, run in runs.items()}, repeats)
+    y_ref, base = runs["fp32"](x6, c6), statistics.median(t["fp32"])
+    print(f"\nevery candidate, {len(x6)} real faces per forward, ms per face: median (best), speed-up over fp32, "
+          f"mean error vs fp32")
+    for name, run in runs.items():
+        med = statistics.median(t[name])
+        print(f"  {name:<23} {med / len(x6) * 1e3:7.1f} ({min(t[name]) / len(x6) * 1e3:6.1f})   {base / med:4.2f}x   "
+              f"{mean_error(run(x6, c6), y_ref):.3f}/255")
 
 
 def _versions() -> str:
