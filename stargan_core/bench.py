@@ -1,12 +1,17 @@
-"""Benchmarks, measured rather than assumed: ``python -m stargan_core.bench {infer,train,blend}``.
+"""Benchmarks, measured rather than assumed: ``python -m stargan_core.bench {infer,mirror,train,serve,blend}``.
 
 ``infer`` prints the path the pipeline chose at load (``inference.choose_path``) with each candidate's time, times
 the official 128 px generator ``Generator(64, 5, 6)`` (random weights, or a model given with ``--model``) the
 naive way (fp32, eager, one face per forward, as the official test does) against the chosen path (faces
 batched), measures that path's pixel error against fp32 on real aligned faces, times whole edits of photos from
-``../shared/data/photos`` (detection computes each face's x_ref; a re-edit is one forward per face), and reports
-the process's peak memory. Timings are medians over interleaved repeats, so a busy machine slows both sides alike;
-on a shared machine ``--threads 1 --cpu-time`` gives figures that other processes do not inflate.
+``../shared/data/photos`` (detection computes each face's x_ref; a re-edit is one forward per face), reports
+the process's peak memory, then times every candidate path on the same 6 real faces (no budget: what the
+load-time race would see on a quiet machine). Timings are medians over interleaved repeats, so a busy machine
+slows both sides alike; on a shared machine ``--threads 1 --cpu-time`` gives figures that other processes do not
+inflate.
+
+``mirror`` times the webcam mirror tab's work on 640x480 frames with 1 and 3 faces (faces detected every 10 frames
+and tracked in between, each frame edited), as frames per second, on the load-time path or a named one (``--path``).
 
 ``train`` times the training loop's own update (``train.update``: a D step, and a G step every ``n_critic``)
 on real CelebA batches, two ways: the plain path (fp32, eager, JPEGs decoded per step as the official code does)
@@ -73,16 +78,16 @@ def _median_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[st
     return {k: statistics.median(v) for k, v in _timings(fns, repeats).items()}
 
 
-def _pipeline(model: str | None, with_d: bool):
+def _pipeline(model: str | None, with_d: bool, path: str = "auto"):
     from .config import ModelConfig
     from .model import build_discriminator, build_generator
     from .pipeline import StarGANPipeline
 
     if model:
-        return StarGANPipeline.from_pretrained(model)
+        return StarGANPipeline.from_pretrained(model, path=path)
     cfg = ModelConfig()  # the paper's 128 px nets: Generator(64, 5, 6), Discriminator(128, 64, 5, 6)
     torch.manual_seed(0)
-    return StarGANPipeline(build_generator(cfg), cfg, build_discriminator(cfg) if with_d else None)
+    return StarGANPipeline(build_generator(cfg), cfg, build_discriminator(cfg) if with_d else None, path=path)
 
 
 def infer(args: argparse.Namespace) -> None:
@@ -96,12 +101,12 @@ def infer(args: argparse.Namespace) -> None:
     global CLOCK
     CLOCK = time.process_time if args.cpu_time else time.perf_counter
     G, size, c_dim, generate = pipe.G, pipe.config.image_size, pipe.config.schema.c_dim, pipe.generate
+    from .inference import bf16_hardware
     print(f"torch {torch.__version__}, {_versions()}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
-          f"CPUs, {'CPU' if args.cpu_time else 'wall'} time")
+          f"{torch.backends.cpu.get_cpu_capability()}, bf16 hardware '{bf16_hardware() or 'none'}' (oneDNN "
+          f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'uncapped')}), load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs, {'CPU' if args.cpu_time else 'wall'} time")
     print(f"\nload-time choice (wall clock, probe faces): {pipe.path.summary()}")
-    from .inference import choose_path
-    print(f"\nevery candidate, without the time budget: {choose_path(G, size, budget_s=600).summary()}")
     photo = load_image(PHOTOS / "facenet_multiface.jpg")
     x6 = align(photo, pipe.detect(photo), size)  # 6 real aligned faces (N, 3, S, S)
     c6 = torch.eye(c_dim)[torch.arange(len(x6)) % c_dim]
@@ -126,6 +131,29 @@ def infer(args: argparse.Namespace) -> None:
     _end_to_end(pipe, args.repeats)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"\npeak memory (max RSS of this process, torch and MTCNN included): {peak:.0f} MiB")
+    _every_candidate(G, size, c_dim, x6, c6, args.repeats)  # last: holding every path at once raises the peak
+
+
+def _every_candidate(G, size: int, c_dim: int, x6: torch.Tensor, c6: torch.Tensor, repeats: int) -> None:
+    """Every candidate path, built as at load (int8 calibrated on the probe faces), timed in interleaved repeats on
+    the 6 real faces: what the load-time race would see on a quiet machine with no budget."""
+    from .inference import PATHS, mean_error, probe_faces
+
+    x, c = probe_faces(size, c_dim)
+    runs = {}
+    for name, make in PATHS.items():
+        try:
+            runs[name] = make(G, x, c)
+        except Exception as e:  # noqa: BLE001 - a path this machine cannot build is reported, not fatal
+            print(f"  {name}: cannot be built here ({type(e).__name__}: {e})")
+    t = _timings({name: partial(run, x6, c6) for name, run in runs.items()}, repeats)
+    y_ref, base = runs["fp32"](x6, c6), statistics.median(t["fp32"])
+    print(f"\nevery candidate, {len(x6)} real faces per forward, ms per face: median (best), speed-up over fp32, "
+          f"mean error vs fp32")
+    for name, run in runs.items():
+        med = statistics.median(t[name])
+        print(f"  {name:<23} {med / len(x6) * 1e3:7.1f} ({min(t[name]) / len(x6) * 1e3:6.1f})   {base / med:4.2f}x   "
+              f"{mean_error(run(x6, c6), y_ref):.3f}/255")
 
 
 def _versions() -> str:
@@ -149,6 +177,33 @@ def _end_to_end(pipe, repeats: int) -> None:
         t = _median_times({"detect": lambda p=path: pipe.detect(p), "full": lambda p=path: pipe(p, choices),
                            "again": lambda p=path, f=faces: pipe(p, choices, faces=f)}, repeats)
         print(f"  {name:<24} {len(faces):5d}   {t['detect']:6.3f} s   {t['full']:8.3f} s   {t['again']:8.3f} s")
+
+
+def mirror(args: argparse.Namespace) -> None:
+    """The webcam mirror's frame rate: 640x480 frames with 1 and 3 faces, tracked and edited as the mirror tab does."""
+    from PIL import Image, ImageOps
+
+    from .images import load_image
+    from .tracking import FaceTracker
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = _pipeline(args.model, True, args.path)
+    face = load_image(PHOTOS / "skimage_astronaut.png")
+    three = Image.new("RGB", (640, 480), "gray")
+    for i in range(3):  # three people side by side, each face about 70 px wide
+        three.paste(ImageOps.fit(face, (213, 280)), (i * 213, 100))
+    print(f"path {pipe.path.name}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs; 640x480 frames, hair -> blond, faces detected every 10 frames (the tab's rate)")
+    for frame in (ImageOps.fit(face, (640, 480)), three):
+        tracker, times = FaceTracker(pipe.detect, every=10), []
+        for _ in range(args.frames + 10):  # the first 10 (one detection period) warm up
+            t = time.perf_counter()
+            faces = tracker(frame)
+            pipe(frame, {"hair": "blond"}, faces=faces, detail=False)
+            times.append(time.perf_counter() - t)
+        print(f"  {len(faces)} face(s): {len(times[10:]) / sum(times[10:]):5.1f} frames per second "
+              f"(median frame {statistics.median(times[10:]) * 1e3:.0f} ms, {args.frames} frames)")
 
 
 TRAIN_CONFIGS = {  # name -> TrainConfig overrides
@@ -543,6 +598,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-time", action="store_true", help="CPU seconds instead of wall clock: figures that other "
                    "processes on a shared machine do not inflate (use with --threads 1)")
     p.set_defaults(func=infer)
+    p = sub.add_parser("mirror", help="the webcam mirror's frame rate with 1 and 3 faces")
+    p.add_argument("--model", default=None, help="a model for load_model (default: random official-size nets)")
+    p.add_argument("--path", default="auto", help="the inference path ('auto': the load-time choice)")
+    p.add_argument("--frames", type=int, default=40)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: the pipeline's choice)")
+    p.set_defaults(func=mirror)
     p = sub.add_parser("train", help="training images/s: plain (decode per step) vs the project's path")
     p.add_argument("--device", default="auto", help="auto = cuda > mps > cpu")
     p.add_argument("--periods", type=int, default=1, help="timed n_critic periods (5 iterations each)")
