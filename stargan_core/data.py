@@ -255,15 +255,32 @@ def csv_test_files(root: str | Path) -> set[Path] | None:
     return {Path(root) / r["filename"].strip() for r in rows if r["split"].strip().lower() == "test"}
 
 
-def smiling_as(spec: DatasetSpec, celeba_dir: str | Path, test_split: float = 0) -> list[Record]:
-    """CelebA's training images labelled in ``spec``'s expression classes by their own ``Smiling`` attribute
-    (smiling -> ``smiling``, else ``neutral``): many faces in the wild for a small expression set's group."""
+def smiling_as(spec: DatasetSpec, source: str | Path, test_split: float = 0) -> list[Record]:
+    """Training images of CelebA (``source``: its folder, or a ``pack`` folder with a ``Smiling`` column) labelled in
+    ``spec``'s expression classes by their own ``Smiling`` attribute (smiling -> ``smiling``, else ``neutral``):
+    many faces in the wild for a small expression set's group."""
     want = [lab.lower() for lab in spec.labels]
     if sorted(want) != ["neutral", "smiling"]:
         raise DataError(f"--celeba-smiling-share needs a dataset labelled neutral/smiling, not {', '.join(want)}")
-    records, _ = read_celeba(celeba_dir, ["Smiling"])
-    train, _ = split(records, test_split, OFFICIAL_CELEBA_TEST)  # never the held-out images evaluation judges
+    root = Path(source)
+    if (root / "list_attr_celeba.txt").is_file():
+        records, _ = read_celeba(root, ["Smiling"])
+        train, _ = split(records, test_split, OFFICIAL_CELEBA_TEST)  # never the held-out images evaluation judges
+    else:  # a pack holds training images only
+        with open(root / "labels.csv", newline="") as f:
+            train = [(root / r["filename"].strip(), [float(float(r["Smiling"]) > 0)]) for r in csv.DictReader(f)]
     return [(path, [float(s) if lab == "smiling" else 1.0 - s for lab in want]) for path, (s,) in train]
+
+
+def _smiling_source(cfg) -> str | None:
+    """Where CelebA's Smiling labels come from: ``--celeba-dir``, or a ``--csv-dirs`` pack with a Smiling column."""
+    if cfg.celeba_dir:
+        return cfg.celeba_dir
+    for d in cfg.csv_dirs:
+        with open(Path(d) / "labels.csv", newline="") as f:
+            if "Smiling" in next(csv.reader(f), []):
+                return d
+    return None
 
 
 def _mixed(own: list[Record], extra: list[Record], share: float) -> list[Record]:
@@ -296,10 +313,12 @@ def load_datasets(cfg) -> tuple[DomainSchema, list[tuple[str, ImageLabels, Image
         raise DataError("no training data: pass --celeba-dir, --rafd-dir and/or --csv-dirs")
     share = getattr(cfg, "celeba_smiling_share", 0.0)
     if share:
-        if not cfg.celeba_dir or len(found) < 2 or not 0 < share < 1:
-            raise DataError("--celeba-smiling-share (between 0 and 1) needs --celeba-dir and an expression dataset")
+        source = _smiling_source(cfg)
+        if source is None or len(found) < 2 or not 0 < share < 1:
+            raise DataError("--celeba-smiling-share (between 0 and 1) needs CelebA (--celeba-dir, or a pack made with "
+                            "--extra Smiling) and an expression dataset after it")
         spec, train_recs, test_recs, crop = found[-1]
-        found[-1] = (spec, _mixed(train_recs, smiling_as(spec, cfg.celeba_dir, cfg.test_split), share), test_recs, crop)
+        found[-1] = (spec, _mixed(train_recs, smiling_as(spec, source, cfg.test_split), share), test_recs, crop)
     schema = DomainSchema(tuple(spec for spec, _, _, _ in found))
     return schema, [(spec.name, ImageLabels(train, cfg.image_size, crop), ImageLabels(test, cfg.image_size, crop))
                     for spec, train, test, crop in found]
