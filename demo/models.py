@@ -8,6 +8,7 @@ import threading
 from dataclasses import dataclass
 
 from stargan_core.checkpoint import CheckpointError
+from stargan_core.config import ModelConfig
 from stargan_core.hub import hub_cached, hub_reachable, load_model, shipped_release
 from stargan_core.pipeline import StarGANPipeline
 
@@ -39,7 +40,6 @@ def model_options() -> list[ModelOption]:
     options.append(hub[0])
     shipped = shipped_release()
     if shipped is not None:
-        from stargan_core.config import ModelConfig
         groups = ", ".join(g.name for g in ModelConfig.load(shipped / "config.json").schema.groups)
         options.append(ModelOption(f"Shipped with the app ({shipped.name})", str(shipped),
                                    f"Trained by this project ({groups}); works offline."))
