@@ -1,27 +1,28 @@
 """StarGAN studio in a browser (also the Hugging Face Space entry point): load the model once, build the page, serve.
 
-The model is ``$STARGAN_MODEL``, else the release shipped in ``checkpoints/``; the page's picker offers the Hub's
-models too (``demo/models.py``) and says which is loaded in one sentence. Host and port come from Gradio's usual
-GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
+The model is ``$STARGAN_MODEL`` or the default Hub model, else the release shipped in ``checkpoints/``; the page
+says which in one sentence, and its picker offers the others (``demo/models.py``). Host and port come from Gradio's
+usual GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
 """
-from demo.models import ModelShelf, model_options
+from demo.models import ModelShelf, label_of, model_options
 from demo.ui import MAX_UPLOAD, build_demo
 from stargan_core.edit.pipeline import StarGANPipeline
 from stargan_core.weights.formats import CheckpointError
 from stargan_core.weights.hub import load_model
 
 
-def load_pipeline() -> tuple[StarGANPipeline | None, str]:
-    """The default pipeline and the page's status sentence; (None, why) when no model can be loaded at all."""
+def load_pipeline() -> tuple[StarGANPipeline | None, str, ModelShelf | None]:
+    """The pipeline, the page's status sentence and the model picker's shelf; (None, why, None) when no model can
+    be loaded at all."""
     try:
         m = load_model()
     except CheckpointError as e:  # the page still opens and says what to do
-        return None, str(e)
-    return StarGANPipeline(m.G, m.config, D=m.D), m.status
+        return None, str(e), None
+    pipeline, options = StarGANPipeline(m.G, m.config, D=m.D), model_options()
+    label = label_of(options, m.source, m.fallback)
+    return pipeline, m.status, ModelShelf(options, {label: (pipeline, m.status)}) if label else None
 
 
 if __name__ == "__main__":
-    pipeline, status = load_pipeline()
-    options = model_options()
-    shelf = ModelShelf(options, {options[0].label: (pipeline, status)} if pipeline and options else None)
-    build_demo(pipeline, status, shelf=shelf if pipeline else None).launch(max_file_size=MAX_UPLOAD)
+    pipeline, status, shelf = load_pipeline()
+    build_demo(pipeline, status, shelf=shelf).launch(max_file_size=MAX_UPLOAD)

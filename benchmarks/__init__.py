@@ -1,4 +1,4 @@
-"""Benchmarks, measured rather than assumed: ``python -m benchmarks {infer,train,serve,blend} --help``.
+"""Benchmarks, measured rather than assumed: ``python -m benchmarks {infer,mirror,train,serve,blend} --help``.
 
 One file per benchmark; each measures the package's own code paths (the pipeline, the training loop's update, the
 app, the blend) rather than copies of them. What they measured, dated and with the command: the README ("Speed",

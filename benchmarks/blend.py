@@ -252,6 +252,7 @@ def _side_by_side(rgb, outs: dict, faces, path: Path) -> None:
 
 
 def add_parser(sub) -> None:
+    """The ``blend`` command and its options."""
     p = sub.add_parser("blend", help="head-shaped paste-back against the square one: leaks, speckle, edit survival")
     p.add_argument("--model", default=None, help="a model for load_model (default: its fallback, the shipped model)")
     p.add_argument("--classifier", default=None, help="folder written by train-classifier (for edit survival)")

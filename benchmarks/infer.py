@@ -4,17 +4,21 @@ It prints the path the pipeline chose at load (``inference.choose_path``) with e
 official 128 px generator ``Generator(64, 5, 6)`` (random weights, or a model given with ``--model``) the naive
 way (fp32, eager, one face per forward, as the official test does) against the chosen path (faces batched),
 measures that path's pixel error against fp32 on real aligned faces, times whole edits of photos from
-``../shared/data/photos`` (detection computes each face's x_ref; a re-edit is one forward per face), and reports
-the process's peak memory. Timings are medians over interleaved repeats, so a busy machine slows both sides alike;
-on a shared machine ``--threads 1 --cpu-time`` gives figures that other processes do not inflate.
+``../shared/data/photos`` (detection computes each face's x_ref; a re-edit is one forward per face), reports
+the process's peak memory, then times every candidate path on the same 6 real faces (no budget: what the
+load-time race would see on a quiet machine). Timings are medians over interleaved repeats, so a busy machine
+slows both sides alike; on a shared machine ``--threads 1 --cpu-time`` gives figures that other processes do not
+inflate.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -22,33 +26,35 @@ from . import PHOTOS
 from .timing import machine_load, median_times, timings
 
 
-def _pipeline(model: str | None, with_d: bool):
+def pipeline_for(model: str | None, with_d: bool, path: str = "auto"):
+    """``model``'s pipeline (``load_model``), or the paper's 128 px nets with random weights; G on ``path``."""
     from stargan_core.config import ModelConfig
     from stargan_core.edit.pipeline import StarGANPipeline
     from stargan_core.nets.model import build_discriminator, build_generator
 
     if model:
-        return StarGANPipeline.from_pretrained(model)
+        return StarGANPipeline.from_pretrained(model, path=path)
     cfg = ModelConfig()  # the paper's 128 px nets: Generator(64, 5, 6), Discriminator(128, 64, 5, 6)
     torch.manual_seed(0)
-    return StarGANPipeline(build_generator(cfg), cfg, build_discriminator(cfg) if with_d else None)
+    return StarGANPipeline(build_generator(cfg), cfg, build_discriminator(cfg) if with_d else None, path=path)
 
 
 def infer(args: argparse.Namespace) -> None:
     """Per-face generator latency (naive vs pipeline), pixel error, end-to-end photo edits, peak memory."""
     from stargan_core.edit.geometry import align
     from stargan_core.edit.images import load_image
-    from stargan_core.edit.inference import choose_path
+    from stargan_core.edit.inference import bf16_hardware
 
     if args.threads:  # before the pipeline: its paths size their thread pools at load
         torch.set_num_threads(args.threads)
-    pipe = _pipeline(args.model, not args.no_d)
+    pipe = pipeline_for(args.model, not args.no_d)
     clock = time.process_time if args.cpu_time else time.perf_counter
     G, size, c_dim, generate = pipe.G, pipe.config.image_size, pipe.config.schema.c_dim, pipe.generate
     print(f"torch {torch.__version__}, {_versions()}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, {machine_load()}, {'CPU' if args.cpu_time else 'wall'} time")
+          f"{torch.backends.cpu.get_cpu_capability()}, bf16 hardware '{bf16_hardware() or 'none'}' (oneDNN "
+          f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'uncapped')}), {machine_load()}, "
+          f"{'CPU' if args.cpu_time else 'wall'} time")
     print(f"\nload-time choice (wall clock, probe faces): {pipe.path.summary()}")
-    print(f"\nevery candidate, without the time budget: {choose_path(G, size, budget_s=600).summary()}")
     photo = load_image(PHOTOS / "facenet_multiface.jpg")
     x6 = align(photo, pipe.detect(photo), size)  # 6 real aligned faces (N, 3, S, S)
     c6 = torch.eye(c_dim)[torch.arange(len(x6)) % c_dim]
@@ -73,6 +79,30 @@ def infer(args: argparse.Namespace) -> None:
     _end_to_end(pipe, args.repeats, clock)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(f"\npeak memory (max RSS of this process, torch and MTCNN included): {peak:.0f} MiB")
+    _every_candidate(G, size, c_dim, x6, c6, args.repeats, clock)  # last: holding every path at once raises the peak
+
+
+def _every_candidate(G, size: int, c_dim: int, x6: torch.Tensor, c6: torch.Tensor, repeats: int,
+                     clock: Callable[[], float]) -> None:
+    """Every candidate path, built as at load (int8 calibrated on the probe faces), timed in interleaved repeats on
+    the 6 real faces: what the load-time race would see on a quiet machine with no budget."""
+    from stargan_core.edit.inference import PATHS, mean_error, probe_faces
+
+    x, c = probe_faces(size, c_dim)
+    runs = {}
+    for name, make in PATHS.items():
+        try:
+            runs[name] = make(G, x, c)
+        except Exception as e:  # noqa: BLE001 - a path this machine cannot build is reported, not fatal
+            print(f"  {name}: cannot be built here ({type(e).__name__}: {e})")
+    t = timings({name: partial(run, x6, c6) for name, run in runs.items()}, repeats, clock)
+    y_ref, base = runs["fp32"](x6, c6), statistics.median(t["fp32"])
+    print(f"\nevery candidate, {len(x6)} real faces per forward, ms per face: median (best), speed-up over fp32, "
+          f"mean error vs fp32")
+    for name, run in runs.items():
+        med = statistics.median(t[name])
+        print(f"  {name:<23} {med / len(x6) * 1e3:7.1f} ({min(t[name]) / len(x6) * 1e3:6.1f})   {base / med:4.2f}x   "
+              f"{mean_error(run(x6, c6), y_ref):.3f}/255")
 
 
 def _versions() -> str:
@@ -99,6 +129,7 @@ def _end_to_end(pipe, repeats: int, clock: Callable[[], float]) -> None:
 
 
 def add_parser(sub) -> None:
+    """The ``infer`` command and its options."""
     p = sub.add_parser("infer", help="CPU inference: generator latency, pixel error, photo edits, memory")
     p.add_argument("--model", default=None, help="a model for load_model (default: random official-size nets)")
     p.add_argument("--no-d", action="store_true", help="without a discriminator (attributes from choices)")

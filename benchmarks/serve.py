@@ -108,6 +108,7 @@ def _serve_round(pid, url, n, edits, photos, Client, handle_file, pool, tmp) -> 
 
 
 def add_parser(sub) -> None:
+    """The ``serve`` command and its options."""
     p = sub.add_parser("serve", help="the app under N concurrent users: latency, throughput, server peak RSS")
     p.add_argument("--model", default=None, help="STARGAN_MODEL for the app (default: random paper-size nets)")
     p.add_argument("--users", type=int, nargs="+", default=[1, 8, 16])

@@ -55,7 +55,8 @@ def train(args: argparse.Namespace) -> None:
     official code trains) and of the project's (images decoded once into a uint8 cache on the device, cuDNN
     autotuning), on real CelebA images, and their ratio."""
     from stargan_core.config import TrainConfig
-    from stargan_core.data.datasets import CELEBA_CROP, ImageLabels, StepSampler, read_celeba
+    from stargan_core.data.datasets import CELEBA_CROP, ImageLabels, read_celeba
+    from stargan_core.data.sampler import StepSampler
     from stargan_core.domains import CELEBA5_ATTRS
     from stargan_core.training.loop import batches, pick_device
 
@@ -81,6 +82,7 @@ def train(args: argparse.Namespace) -> None:
 
 
 def add_parser(sub) -> None:
+    """The ``train`` command and its options."""
     p = sub.add_parser("train", help="training images/s: plain (decode per step) vs the project's path")
     p.add_argument("--device", default="auto", help="auto = cuda > mps > cpu")
     p.add_argument("--periods", type=int, default=1, help="timed n_critic periods (5 iterations each)")

@@ -1,12 +1,13 @@
-"""The models a visitor can pick: ``$STARGAN_MODEL``, the release shipped with the app, and the Hub's 128 and 256 px
-CelebA models. Each is loaded once, on first use, and then shared read-only by every visitor (a server-wide cache,
-not per-visitor state); a Hub model that is neither cached nor reachable is refused with one sentence."""
+"""The models a visitor can pick: ``$STARGAN_MODEL``, the Hub's 128 and 256 px CelebA models and the release
+shipped with the app. Each is loaded once, on first use, and then shared read-only by every visitor (a server-wide
+cache, not per-visitor state); a Hub model that is neither cached nor reachable is refused with one sentence."""
 from __future__ import annotations
 
 import os
 import threading
 from dataclasses import dataclass
 
+from stargan_core.config import ModelConfig
 from stargan_core.edit.pipeline import StarGANPipeline
 from stargan_core.weights.formats import CheckpointError
 from stargan_core.weights.hub import hub_cached, hub_reachable, load_model, shipped_release
@@ -26,20 +27,31 @@ class ModelOption:
 
 
 def model_options() -> list[ModelOption]:
-    """The picker's entries, the default first: ``$STARGAN_MODEL`` when set, else the shipped release."""
+    """The picker's entries: ``$STARGAN_MODEL`` when set, the Hub's 128 px model (``hub.DEFAULT_MODEL``), the
+    release shipped with the app, the Hub's 256 px model."""
     options = []
     if os.environ.get("STARGAN_MODEL"):
         src = os.environ["STARGAN_MODEL"]
         options.append(ModelOption(f"STARGAN_MODEL ({src})", src, "The model this server was started with."))
+    hub = [ModelOption(f"{HUB_REPO} {size} px (Hub)", f"{HUB_REPO}:g_celeba-{size}x{size}.pth.tar",
+                       f"Hair colour, gender and age at {size} px, {note}; no expressions; downloaded from the "
+                       "Hugging Face Hub on first use.", hub=True)
+           for size, note in ((128, "trained longest"), (256, "sharper and about four times slower"))]
+    options.append(hub[0])
     shipped = shipped_release()
     if shipped is not None:
+        groups = ", ".join(g.name for g in ModelConfig.load(shipped / "config.json").schema.groups)
         options.append(ModelOption(f"Shipped with the app ({shipped.name})", str(shipped),
-                                   "Hair colour, gender, age and a smile, trained by this project; works offline."))
-    for size, note in ((128, "faster"), (256, "sharper and about four times slower")):
-        options.append(ModelOption(f"{HUB_REPO} {size} px (Hub)", f"{HUB_REPO}:g_celeba-{size}x{size}.pth.tar",
-                                   f"Hair colour, gender and age at {size} px, {note}; no expressions; downloaded "
-                                   "from the Hugging Face Hub on first use.", hub=True))
-    return options
+                                   f"Trained by this project ({groups}); works offline."))
+    return [*options, hub[1]]
+
+
+def label_of(options: list[ModelOption], source: str, fallback: bool) -> str | None:
+    """The picker label of a model ``hub.load_model`` loaded (its ``source``; ``fallback``: the shipped one)."""
+    for o in options:
+        if (fallback and o.label.startswith("Shipped")) or (not fallback and source.startswith(o.source)):
+            return o.label
+    return None
 
 
 class ModelShelf:
@@ -57,7 +69,8 @@ class ModelShelf:
 
     @property
     def default(self) -> str | None:
-        return next(iter(self.options), None)
+        """The model the page starts with: the first one loaded (the server's), else the first option."""
+        return next(iter(self._loaded), next(iter(self.options), None))
 
     def unavailable(self, label: str) -> str | None:
         """Why ``label`` cannot be loaded now (one sentence), or None when it can."""

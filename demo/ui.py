@@ -92,9 +92,9 @@ def build_demo(pipeline, status: str = "", cache_expiry: tuple[int, int] = CACHE
     groups = _page_groups(shelf, schema)
     face_groups = [g for g in groups if g.kind != "categorical"]
     expression_groups = [g for g in groups if g.kind == "categorical"]
-    no_expressions = ("*Expressions:* this model was not trained with facial expressions; the model shipped with "
-                      "the app has a smile (pick it above), or train a joint model as the *Training* section of "
-                      f"{_readme_link('training')} explains.")
+    no_expressions = ("*Expressions:* this model was not trained with facial expressions; to get them, train a "
+                      "joint model (CelebA + the London set or RaFD) as the *Training* section of "
+                      f"{_readme_link('training')} explains and load it with STARGAN_MODEL.")
 
     with gr.Blocks(title="StarGAN studio", delete_cache=cache_expiry) as demo:
         session = gr.State(None, time_to_live=1800)  # this visitor's photo and faces (handlers.Session)

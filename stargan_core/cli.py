@@ -144,7 +144,7 @@ def _cmd_space(args: argparse.Namespace) -> None:
 def _cmd_pack(args: argparse.Namespace) -> None:
     from .data.pack import pack_celeba
     r = pack_celeba(args.celeba_dir, args.out, args.attrs, args.image_size, args.limit, args.quality, args.max_mib,
-                    as_tar=args.tar, num_workers=args.num_workers)
+                    as_tar=args.tar, num_workers=args.num_workers, extra=args.extra)
     if r.capped:
         print(f"{r.images} of {r.available} training images fit in --max-mib {args.max_mib:g}; stopped there")
     if r.skipped:
@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--celeba-dir", required=True, help="list_attr_celeba.txt + img_align_celeba/ (or images/)")
     p.add_argument("--attrs", nargs="+", default=list(TrainConfig().attrs), help="CelebA attributes, as train's")
+    p.add_argument("--extra", nargs="+", default=[], help="more attributes as labels.csv columns only (e.g. Smiling "
+                   "for --celeba-smiling-share)")
     p.add_argument("--out", required=True, help="the folder to write")
     p.add_argument("--image-size", type=int, default=128, help="the size the model trains at")
     p.add_argument("--limit", type=int, default=None, help="at most the first N training images")

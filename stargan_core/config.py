@@ -104,6 +104,7 @@ class TrainConfig:
     # optimisation
     num_iters: int = 200_000
     num_iters_decay: int = 100_000  # lr decays linearly to 0 over the last num_iters_decay steps
+    warmup_iters: int = 0  # lr ramps up linearly over the first steps (after --init-step): gentler on trained weights
     g_lr: float = 1e-4
     d_lr: float = 1e-4
     n_critic: int = 5

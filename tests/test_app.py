@@ -269,8 +269,8 @@ def test_without_any_model_the_page_opens_and_says_why(monkeypatch, tmp_path):
         import app
     finally:
         sys.path.remove(str(ROOT))
-    pipeline, status = app.load_pipeline()
-    assert pipeline is None and status
+    pipeline, status, shelf = app.load_pipeline()
+    assert pipeline is None and shelf is None and status
     demo = build_demo(None, status)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
@@ -320,3 +320,19 @@ def test_the_model_picker_switches_models_and_refuses_an_unreachable_hub_model_i
     assert all(u["visible"] for i, u in enumerate(shown) if i // 2 != expression)
     label, chosen, *_ = handlers.switch_model(shelf, controls, "Hub", "CelebA")
     assert label == chosen == "CelebA"
+
+
+def test_app_offers_the_servers_model_first_then_the_hub_and_shipped_ones(monkeypatch, tmp_path):
+    release = write_tiny_release(tmp_path / "mine")
+    monkeypatch.setenv("STARGAN_MODEL", str(release))
+    sys.path.insert(0, str(ROOT))
+    try:
+        import app
+    finally:
+        sys.path.remove(str(ROOT))
+    pipeline, status, shelf = app.load_pipeline()
+    labels = list(shelf.options)
+    assert shelf.default == labels[0] == f"STARGAN_MODEL ({release})" and shelf.loaded == [labels[0]]
+    assert labels[1].endswith("128 px (Hub)") and labels[-1].endswith("256 px (Hub)")
+    assert any(label.startswith("Shipped with the app") for label in labels[2:-1])
+    assert shelf.get(labels[0])[0] is pipeline and str(release) in status

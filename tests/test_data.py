@@ -12,13 +12,13 @@ from stargan_core.config import TrainConfig
 from stargan_core.data.datasets import (
     DataError,
     ImageLabels,
-    StepSampler,
     load_datasets,
     read_celeba,
     read_csv,
     read_rafd,
     split,
 )
+from stargan_core.data.sampler import StepSampler
 from stargan_core.domains import CELEBA5_ATTRS, RAFD_EXPRESSIONS
 
 NAMES = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Smiling", "Young"]
@@ -354,3 +354,30 @@ def test_a_csv_split_column_is_the_held_out_set_and_celeba_smiling_fills_a_share
     assert len(from_celeba) == 27  # CelebA's held-out 3 are left out
     assert all(lab == ([0.0, 1.0] if int(p.stem) % 3 else [1.0, 0.0]) for p, lab in from_celeba)
     assert len(train_set) - 27 == 6 * 4  # the 6 London images, repeated to about half of the set
+
+
+def test_a_pack_with_an_extra_smiling_column_feeds_the_smiling_share_on_a_machine_without_celeba(tmp_path):
+    from stargan_core.data.pack import pack_celeba
+    celeba = tmp_path / "celeba"
+    (celeba / "images").mkdir(parents=True)
+    names = [f"{i:06d}.jpg" for i in range(20)]
+    for i, n in enumerate(names):
+        Image.new("RGB", (178, 218), (10 * i, 80, 40)).save(celeba / "images" / n)
+    attrs = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young", "Smiling"]
+    (celeba / "list_attr_celeba.txt").write_text("\n".join(
+        [str(len(names)), " ".join(attrs), *(f"{n} 1 -1 -1 1 1 {1 if i % 2 else -1}" for i, n in enumerate(names))]))
+    r = pack_celeba(celeba, tmp_path / "pack", image_size=16, extra=["Smiling"])
+    assert r.images == 18  # 10% held out, never packed
+    header = (tmp_path / "pack" / "labels.csv").read_text().splitlines()[0]
+    assert header == "filename,Black_Hair,Blond_Hair,Brown_Hair,Male,Young,Smiling"
+    assert json.loads((tmp_path / "pack" / "schema.json").read_text())["name"] == "celeba"
+    rows = [(f"images/{e}_{p}.jpg", int(e == "n"), int(e == "s"), "test" if p == 1 else "train")
+            for p in range(1, 4) for e in "ns"]
+    _labelled_folder(tmp_path / "london", rows)
+    cfg = TrainConfig(csv_dirs=[str(tmp_path / "pack"), str(tmp_path / "london")], image_size=16,
+                      celeba_smiling_share=0.5, test_split=2)
+    schema, [(first, celeba_train, _), (name, train_set, _)] = load_datasets(cfg)
+    assert (first, name) == ("celeba", "london") and schema.labels[:5] == list(CELEBA5_ATTRS)  # Smiling: no label
+    packed = {p.name: lab for p, lab in train_set.records if p.parent.name == "pack"}
+    assert len(packed) == 18 and all(lab == ([0.0, 1.0] if int(n[:6]) % 2 else [1.0, 0.0]) for n, lab in
+                                     packed.items())

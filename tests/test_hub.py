@@ -240,17 +240,6 @@ def test_no_network_falls_back_at_once_without_trying(tmp_path, monkeypatch):
         loaded.status
 
 
-def test_the_shipped_release_is_the_default_and_stargan_model_replaces_it(tmp_path, monkeypatch):
-    shipped = release(tmp_path / "checkpoints" / "celeba-64")
-    loaded = hub.load_model()  # no network call: the model shipped with the app
-    assert loaded.source == str(shipped) and not loaded.fallback
-    assert loaded.status == ("Loaded the model shipped with the app (celeba-64), with its discriminator to estimate "
-                             "each face's attributes.")
-    other = release(tmp_path / "other")
-    monkeypatch.setenv("STARGAN_MODEL", str(other))
-    assert hub.load_model().source == str(other)
-
-
 def test_a_hub_model_asked_for_without_fallback_says_it_needs_the_internet_once(tmp_path):
     release(tmp_path / "checkpoints" / "celeba-64")
     with pytest.raises(hub.HubError, match="is not in this computer's Hub cache and cannot be downloaded now because "

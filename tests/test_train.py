@@ -48,6 +48,12 @@ def _state(run_dir) -> dict:
 
 
 # ----- schedule, resume, atomic writes, NaN guard ------------------------------------------------------------------
+def test_learning_rate_warms_up_from_the_runs_first_step_then_follows_the_schedule():
+    lrs = [learning_rate(1e-4, s, 2_000, 500, warmup=100, start=1_000) for s in (1_000, 1_049, 1_099, 1_500, 1_750)]
+    assert lrs == pytest.approx([1e-6, 5e-5, 1e-4, 1e-4, 5e-5])
+    assert learning_rate(1e-4, 0, 2_000, 500) == learning_rate(1e-4, 0, 2_000, 500, warmup=0, start=0) == 1e-4
+
+
 def test_learning_rate_is_constant_then_linear_to_zero():
     lrs = [learning_rate(1e-4, s, num_iters=200_000, num_iters_decay=100_000) for s in (0, 100_000, 150_000, 199_999)]
     assert lrs == pytest.approx([1e-4, 1e-4, 5e-5, 1e-9])

@@ -1,2 +1,3 @@
-"""Training data: ``datasets`` (CelebA, RaFD and CSV folders read into one dataset, the split, the step-seeded sampler,
-the uint8 cache) and ``pack`` (the training split as small WebP crops for a machine that takes few MiB)."""
+"""Training data: ``datasets`` (CelebA, RaFD and CSV folders read into one dataset, the split, the uint8 cache),
+``sampler`` (the step-seeded order) and ``pack`` (the training split as small WebP crops for a machine that takes
+few MiB)."""

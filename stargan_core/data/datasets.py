@@ -4,8 +4,7 @@ A reader turns a folder into records ``(image path, label vector)`` and the ``Da
 vector means; ``ImageLabels`` loads an image, crops/resizes it and normalises it to [-1, 1]. The random
 horizontal flip of the official preprocessing is applied by the training loop to whole batches, from a seed
 derived from the step, so that the data stream is a pure function of the step and a resumed run sees the very
-same batches. ``StepSampler`` yields the indices of step ``k`` directly (no iterator state to save), and shards
-them across DDP ranks.
+same batches (the indices of each step come from ``sampler.StepSampler``).
 
 Formats:
 
@@ -25,13 +24,13 @@ import json
 import os
 import random
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 from tqdm import tqdm
 
@@ -255,15 +254,32 @@ def csv_test_files(root: str | Path) -> set[Path] | None:
     return {Path(root) / r["filename"].strip() for r in rows if r["split"].strip().lower() == "test"}
 
 
-def smiling_as(spec: DatasetSpec, celeba_dir: str | Path, test_split: float = 0) -> list[Record]:
-    """CelebA's training images labelled in ``spec``'s expression classes by their own ``Smiling`` attribute
-    (smiling -> ``smiling``, else ``neutral``): many faces in the wild for a small expression set's group."""
+def smiling_as(spec: DatasetSpec, source: str | Path, test_split: float = 0) -> list[Record]:
+    """Training images of CelebA (``source``: its folder, or a ``pack`` folder with a ``Smiling`` column) labelled in
+    ``spec``'s expression classes by their own ``Smiling`` attribute (smiling -> ``smiling``, else ``neutral``):
+    many faces in the wild for a small expression set's group."""
     want = [lab.lower() for lab in spec.labels]
     if sorted(want) != ["neutral", "smiling"]:
         raise DataError(f"--celeba-smiling-share needs a dataset labelled neutral/smiling, not {', '.join(want)}")
-    records, _ = read_celeba(celeba_dir, ["Smiling"])
-    train, _ = split(records, test_split, OFFICIAL_CELEBA_TEST)  # never the held-out images evaluation judges
+    root = Path(source)
+    if (root / "list_attr_celeba.txt").is_file():
+        records, _ = read_celeba(root, ["Smiling"])
+        train, _ = split(records, test_split, OFFICIAL_CELEBA_TEST)  # never the held-out images evaluation judges
+    else:  # a pack holds training images only
+        with open(root / "labels.csv", newline="") as f:
+            train = [(root / r["filename"].strip(), [float(float(r["Smiling"]) > 0)]) for r in csv.DictReader(f)]
     return [(path, [float(s) if lab == "smiling" else 1.0 - s for lab in want]) for path, (s,) in train]
+
+
+def _smiling_source(cfg) -> str | None:
+    """Where CelebA's Smiling labels come from: ``--celeba-dir``, or a ``--csv-dirs`` pack with a Smiling column."""
+    if cfg.celeba_dir:
+        return cfg.celeba_dir
+    for d in cfg.csv_dirs:
+        with open(Path(d) / "labels.csv", newline="") as f:
+            if "Smiling" in next(csv.reader(f), []):
+                return d
+    return None
 
 
 def _mixed(own: list[Record], extra: list[Record], share: float) -> list[Record]:
@@ -296,45 +312,12 @@ def load_datasets(cfg) -> tuple[DomainSchema, list[tuple[str, ImageLabels, Image
         raise DataError("no training data: pass --celeba-dir, --rafd-dir and/or --csv-dirs")
     share = getattr(cfg, "celeba_smiling_share", 0.0)
     if share:
-        if not cfg.celeba_dir or len(found) < 2 or not 0 < share < 1:
-            raise DataError("--celeba-smiling-share (between 0 and 1) needs --celeba-dir and an expression dataset")
+        source = _smiling_source(cfg)
+        if source is None or len(found) < 2 or not 0 < share < 1:
+            raise DataError("--celeba-smiling-share (between 0 and 1) needs CelebA (--celeba-dir, or a pack made with "
+                            "--extra Smiling) and an expression dataset after it")
         spec, train_recs, test_recs, crop = found[-1]
-        found[-1] = (spec, _mixed(train_recs, smiling_as(spec, cfg.celeba_dir, cfg.test_split), share), test_recs, crop)
+        found[-1] = (spec, _mixed(train_recs, smiling_as(spec, source, cfg.test_split), share), test_recs, crop)
     schema = DomainSchema(tuple(spec for spec, _, _, _ in found))
     return schema, [(spec.name, ImageLabels(train, cfg.image_size, crop), ImageLabels(test, cfg.image_size, crop))
                     for spec, train, test, crop in found]
-
-
-class StepSampler(Sampler[list[int]]):
-    """Batch indices as a pure function of the step: epoch e is ``randperm(n)`` seeded by (seed, e).
-
-    Starting at ``start_step`` reproduces exactly what an uninterrupted run would have drawn. Under DDP each
-    rank takes its own ``batch_size`` slice of a global batch of ``batch_size * world`` indices.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0,
-                 world: int = 1) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.start_step, self.rank, self.world = start_step, rank, world
-
-    def indices(self, step: int) -> list[int]:
-        """The indices this rank uses at ``step``."""
-        glob = self.batch_size * self.world
-        first = step * glob + self.rank * self.batch_size  # position in the endless concatenation of epochs
-        out: list[int] = []
-        while len(out) < self.batch_size:
-            epoch, pos = divmod(first + len(out), self.n)
-            out += self._perm(epoch)[pos:pos + self.batch_size - len(out)]
-        return out
-
-    def _perm(self, epoch: int) -> list[int]:
-        if getattr(self, "_cached", (None,))[0] != epoch:  # one permutation per epoch, computed once
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._cached = (epoch, torch.randperm(self.n, generator=g).tolist())
-        return self._cached[1]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        step = self.start_step
-        while True:
-            yield self.indices(step)
-            step += 1

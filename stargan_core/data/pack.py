@@ -27,7 +27,7 @@ from pathlib import Path
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ..domains import CELEBA5_ATTRS, DatasetSpec, DomainSchema
+from ..domains import CELEBA5_ATTRS, DatasetSpec, DomainSchema, celeba_schema
 from .datasets import CELEBA_CROP, OFFICIAL_CELEBA_TEST, DataError, ImageLabels, read_celeba, split
 
 MIB = 1 << 20
@@ -172,9 +172,11 @@ class _TarGz(_Folder):
 
 def pack_celeba(celeba_dir: str | Path, out: str | Path, attrs: Sequence[str] = CELEBA5_ATTRS,
                 image_size: int = 128, limit: int | None = None, quality: int = 80, max_mib: float = 60.0,
-                as_tar: bool = False, num_workers: int = 0) -> PackResult:
+                as_tar: bool = False, num_workers: int = 0, extra: Sequence[str] = ()) -> PackResult:
     """Write the first ``limit`` training images of a CelebA folder as WebP crops + ``labels.csv`` + ``schema.json``
-    into ``out`` (or ``out.tar.gz`` with ``as_tar``), stopping before the pack would pass ``max_mib`` MiB."""
+    into ``out`` (or ``out.tar.gz`` with ``as_tar``), stopping before the pack would pass ``max_mib`` MiB.
+    ``extra`` attributes get a column in ``labels.csv`` but stay out of the schema (``Smiling``, for
+    ``--celeba-smiling-share``)."""
     if not 1 <= quality <= 100:
         raise DataError(f"--quality must be between 1 and 100, not {quality}")
     if image_size < 1 or max_mib <= 0 or (limit is not None and limit < 1):
@@ -185,11 +187,12 @@ def pack_celeba(celeba_dir: str | Path, out: str | Path, attrs: Sequence[str] = 
         raise FileExistsError(f"{target} already exists: remove it or choose another --out")
     start = time.perf_counter()
     target.parent.mkdir(parents=True, exist_ok=True)
-    records, spec = read_celeba(celeba_dir, attrs)
+    records, _ = read_celeba(celeba_dir, [*attrs, *extra])
+    spec = celeba_schema(attrs)
     train_recs, _ = split(records, 0, OFFICIAL_CELEBA_TEST)  # the held-out images are never packed
     train_recs = train_recs[:limit] if limit else train_recs
     ds = ImageLabels(train_recs, image_size, CELEBA_CROP)  # exactly training's crop and resize
-    schema_text, rows = spec_json(spec), [csv_line(["filename", *spec.labels])]
+    schema_text, rows = spec_json(spec), [csv_line(["filename", *spec.labels, *extra])]
     labels_bytes, skipped, capped = len(rows[0]), 0, False
     sink = (_TarGz if as_tar else _Folder)(target, int(max_mib * MIB))
     try:

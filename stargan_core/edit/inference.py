@@ -4,8 +4,8 @@ A *path* is a function ``run(x, c) -> x_fake``: x (N, 3, S, S) and c (N, c_dim) 
 on the CPU out, the same numbers as ``G(x, c)`` in fp32 up to ``MAX_ERROR``. The candidates (``PATHS``):
 
 - ``fp32``: eager PyTorch, the reference; also the path on a GPU or MPS, and the fallback for any failure.
-- ``channels-last``: the same in NHWC memory layout.
 - ``bf16-weights``: a bf16 copy of G made once (not autocast on every call).
+- ``bf16-channels-last``: the same in NHWC memory layout, the one oneDNN's AMX convolutions read without a reorder.
 - ``onnxruntime``: G exported once to ONNX (InstanceNormalization and all) and run by ONNX Runtime in fp32.
 - ``onnxruntime-int8``: the same graph with every convolution but the output one in int8 on VNNI (the 7x7 input
   conv, both down-sampling convs and the 12 of the residual blocks: most of a face's FLOPs): static quantisation,
@@ -15,17 +15,22 @@ on the CPU out, the same numbers as ``G(x, c)`` in fp32 up to ``MAX_ERROR``. The
   random weights misses ``MAX_ERROR`` with all 12 block convs): only the residual blocks after the first in int8.
 
 ``choose_path`` runs at load time: the fp32 reference on ``probe_faces()`` (two public-domain aligned faces), then
-each candidate, each timed once on the same faces after a warm-up. A candidate that raises, whose mean error is
-above ``MAX_ERROR`` or that is not faster is dropped with its reason; no candidate starts that would end past
-``budget_s``, judged by the longest one so far (the first starts if the reference left time). Whatever happens, the
-answer is a working path (fp32 at worst). ``torch.compile`` is not a candidate: its compilation alone takes many
-times the budget, and the compiled G was not faster than int8. Measured figures: README, "Speed", and
+each candidate, each timed once on the same faces after a warm-up, in ``candidate_order``: a look at the CPU's flags
+(as oneDNN will see them) puts the likely winner first, so that the budget is spent where it pays. Where AMX does
+bf16, the bf16 copies go first: they cost one cast of G to try, the ONNX ones an export and a calibration.
+Elsewhere int8 goes first, and without bf16 hardware a bf16 forward falls back to slow kernels, so those go last.
+The order only decides what is tried first; what is chosen is what measured fastest. A candidate that raises, whose
+mean error is above ``MAX_ERROR`` or that is not faster is dropped with its reason; no candidate starts that would
+end past ``budget_s``, judged by the longest one so far (the first starts if the reference left time). Whatever
+happens, the answer is a working path (fp32 at worst). ``torch.compile`` is not a candidate: its compilation alone
+takes many times the budget, and the compiled G was not faster than int8. Measured figures: README, "Speed", and
 ``docs/EXPERIMENTS.md``.
 """
 from __future__ import annotations
 
 import copy
 import io
+import os
 import tempfile
 import time
 import warnings
@@ -60,7 +65,7 @@ class Choice:
         for k in self.seconds | self.dropped:
             ms = f"{self.seconds[k] * 1e3:7.1f} ms/face" if k in self.seconds else " " * 15
             err = f"error {self.error[k]:.3f}/255" if k in self.error else ""
-            lines.append(f"  {k:<17} {ms}  {err:<17} {self.dropped.get(k, '<- chosen' if k == self.name else '')}")
+            lines.append(f"  {k:<23} {ms}  {err:<17} {self.dropped.get(k, '<- chosen' if k == self.name else '')}")
         return "\n".join(lines)
 
 
@@ -70,16 +75,18 @@ def fp32(G: nn.Module, x: torch.Tensor, c: torch.Tensor) -> Run:
     return torch.inference_mode()(lambda x, c: G(x.to(device), c.to(device)).float().cpu())
 
 
-def channels_last(G: nn.Module, x: torch.Tensor, c: torch.Tensor) -> Run:
-    """Eager fp32 on a copy of G in NHWC layout."""
-    G = copy.deepcopy(G).to(memory_format=torch.channels_last)
-    return torch.inference_mode()(lambda x, c: G(x.contiguous(memory_format=torch.channels_last), c).contiguous())
-
-
 def bf16_weights(G: nn.Module, x: torch.Tensor, c: torch.Tensor) -> Run:
     """Eager on a bf16 copy of G, cast once: bf16 in, fp32 out."""
     G = copy.deepcopy(G).to(torch.bfloat16)
     return torch.inference_mode()(lambda x, c: G(x.bfloat16(), c.bfloat16()).float())
+
+
+def bf16_channels_last(G: nn.Module, x: torch.Tensor, c: torch.Tensor) -> Run:
+    """Eager on a bf16 copy of G in NHWC layout: bf16 in, fp32 (NCHW) out."""
+    G = copy.deepcopy(G).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    nhwc = torch.channels_last
+    return torch.inference_mode()(lambda x, c: G(x.bfloat16().contiguous(memory_format=nhwc), c.bfloat16())
+                                  .float().contiguous())
 
 
 def to_onnx(G: nn.Module, x: torch.Tensor, c: torch.Tensor) -> bytes:
@@ -149,8 +156,42 @@ def _int8(G: nn.Module, x: torch.Tensor, c: torch.Tensor, pick: Callable[[str, i
 
 
 PATHS: dict[str, Callable[[nn.Module, torch.Tensor, torch.Tensor], Run]] = {
-    "fp32": fp32, "onnxruntime-int8": onnxruntime_int8, "onnxruntime-int8-blocks": onnxruntime_int8_blocks,
-    "onnxruntime": onnxruntime, "channels-last": channels_last, "bf16-weights": bf16_weights}  # tried in this order
+    "fp32": fp32, "bf16-weights": bf16_weights, "bf16-channels-last": bf16_channels_last,
+    "onnxruntime-int8": onnxruntime_int8, "onnxruntime-int8-blocks": onnxruntime_int8_blocks,
+    "onnxruntime": onnxruntime}
+CHEAP = ["bf16-weights", "bf16-channels-last"]  # a cast copy of G: no export, no calibration
+EXPORTED = ["onnxruntime-int8", "onnxruntime-int8-blocks", "onnxruntime"]  # an ONNX export (and a calibration)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none: macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def bf16_hardware() -> str:
+    """``"amx"``, ``"avx512_bf16"`` or ``""``: what computes bf16 here, as oneDNN sees it (held back by
+    ``ONEDNN_MAX_CPU_ISA``, which makes a machine without AMX or bf16 easy to simulate)."""
+    flags = cpu_flags()
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    uncapped = cap in ("ALL", "DEFAULT", "")
+    if "amx_bf16" in flags and (uncapped or "AMX" in cap):
+        return "amx"
+    if "avx512_bf16" in flags and (uncapped or any(k in cap for k in ("BF16", "FP16", "AMX", "AVX10"))):
+        return "avx512_bf16"
+    return ""
+
+
+def candidate_order(names: list[str], bf16: str | None = None) -> list[str]:
+    """``names`` with the likely winner first for this CPU's bf16 hardware (default: ``bf16_hardware()``); names
+    that are not in ``PATHS`` keep their order, after the known ones."""
+    bf16 = bf16_hardware() if bf16 is None else bf16
+    ranked = {"amx": ["fp32", *CHEAP, *EXPORTED], "avx512_bf16": ["fp32", EXPORTED[0], *CHEAP, *EXPORTED[1:]],
+              "": ["fp32", *EXPORTED, *CHEAP]}[bf16]
+    return sorted(names, key=lambda n: ranked.index(n) if n in ranked else len(ranked))
 
 
 def probe_faces(size: int, c_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,7 +219,7 @@ def _timed(run: Run, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, fl
 def choose_path(G: nn.Module, size: int, names: list[str] | None = None, budget_s: float = 2.0,
                 paths: dict[str, Callable] | None = None) -> Choice:
     """The fastest of ``names`` (default: all ``paths``, i.e. ``PATHS``) within MAX_ERROR of fp32, measured on the
-    probe faces at ``size`` px (the model's crop size)."""
+    probe faces at ``size`` px (the model's crop size), tried in ``candidate_order``."""
     start, paths = time.perf_counter(), paths or PATHS
     reference = fp32(G, None, None)
     try:
@@ -189,7 +230,7 @@ def choose_path(G: nn.Module, size: int, names: list[str] | None = None, budget_
         return Choice("fp32", reference, dropped={"fp32": f"kept without measuring ({e})"})
     best = Choice("fp32", reference, {"fp32": t_ref}, {"fp32": 0.0})
     longest = 0.0  # the longest any candidate took to build and measure: what the next one is expected to take
-    for name in [n for n in (names or paths) if n != "fp32"]:
+    for name in [n for n in candidate_order(list(names or paths)) if n != "fp32"]:
         if not cpu:
             best.dropped[name] = "G is not on the CPU"
         elif time.perf_counter() - start + longest > budget_s:

@@ -27,7 +27,8 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from ..config import ModelConfig, TrainConfig
-from ..data.datasets import ImageLabels, StepSampler, cache_images, load_datasets
+from ..data.datasets import ImageLabels, cache_images, load_datasets
+from ..data.sampler import StepSampler
 from ..domains import DomainSchema
 from ..nets.losses import Batch, Nets, d_loss, g_loss
 from ..nets.model import Discriminator, Generator, build_discriminator, build_generator
@@ -43,13 +44,17 @@ class TrainResult(NamedTuple):
     logs: dict[str, float]  # the last step's losses
 
 
-def learning_rate(base: float, step: int, num_iters: int, num_iters_decay: int) -> float:
-    """The paper's schedule: ``base``, then linear decay to 0 over the last ``num_iters_decay`` steps.
+def learning_rate(base: float, step: int, num_iters: int, num_iters_decay: int, warmup: int = 0,
+                  start: int = 0) -> float:
+    """The paper's schedule: ``base``, then linear decay to 0 over the last ``num_iters_decay`` steps; with
+    ``warmup``, a linear ramp over the first ``warmup`` steps after ``start`` (a run ``--init-from`` a release).
 
     The official code instead subtracts lr / num_iters_decay every 1,000 steps from the *current* lr, which over
-    100k steps multiplies it by ~0.999: a near no-op since 2018. We follow the paper.
+    100k steps multiplies it by ~0.999: a near no-op since 2018. We follow the paper. The ramp is for fresh Adam
+    state on trained weights: its first updates move every weight by about the full lr, whatever the gradient.
     """
-    return base * min(1.0, (num_iters - step) / max(1, num_iters_decay))
+    ramp = min(1.0, (step - start + 1) / warmup) if warmup else 1.0
+    return base * ramp * min(1.0, (num_iters - step) / max(1, num_iters_decay))
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -184,7 +189,7 @@ def _sample(G: Generator, fixed: list, schema: DomainSchema, path: Path) -> None
 def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | None = None) -> TrainResult:
     """Train G and D as in the paper; see the module docstring. Returns the nets, the step and last losses.
 
-    ``monitor(step, G, logs)``, if given, is called after every step (``stargan_core.learn`` watches a run with
+    ``monitor(step, G, logs)``, if given, is called after every step (``classroom.learn`` watches a run with
     it); returning True stops the run like Ctrl-C (finish the step, save, return). It must not touch G's weights.
     """
     # ----- setup: processes, device, data, networks, optimisers, resume -------------------------------------------
@@ -262,7 +267,8 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
             # ----- learning rate: a pure function of the step (the paper's linear decay) ----------------------------
             for opt, base in ((g_opt, cfg.g_lr), (d_opt, cfg.d_lr)):
                 for group in opt.param_groups:
-                    group["lr"] = learning_rate(base, step, cfg.num_iters, cfg.num_iters_decay)
+                    group["lr"] = learning_rate(base, step, cfg.num_iters, cfg.num_iters_decay, cfg.warmup_iters,
+                                                cfg.init_step if cfg.init_from else 0)
 
             # ----- for each dataset: a D step, and every n_critic steps a G step (paper section 3.2 / appendix) ----
             for j, (name, stream) in enumerate(streams):

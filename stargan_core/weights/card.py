@@ -23,6 +23,10 @@ DATASETS = {
     "rafd": ("RaFD, the Radboud Faces Database (Langner et al., 2010), 67 models posing 8 expressions",
              "RaFD may be used for non-commercial scientific research only, under its own licence agreement",
              "https://rafd.socsci.ru.nl/"),
+    "london": ("the Face Research Lab London Set (DeBruine & Jones, 2017), 102 adults photographed neutral and "
+               "smiling", "The London Set is CC BY 4.0; attribution: DeBruine, L., & Jones, B. (2017). Face Research "
+               "Lab London Set (Version 5). figshare. https://doi.org/10.6084/m9.figshare.5047666.v5",
+               "https://doi.org/10.6084/m9.figshare.5047666.v5"),
 }
 UPSAMPLING = {"deconv": "up-sampling by 4x4 transposed convolutions (the paper)",
               "resize": "up-sampling by nearest-neighbour resize + 3x3 convolution (Odena et al. 2016, against "

@@ -61,17 +61,13 @@ class LoadedModel:
 
 def load_model(source: str | os.PathLike | None = None, revision: str | None = None,
                fallback: bool = True) -> LoadedModel:
-    """Load ``source`` (path, ``repo_id`` or ``repo_id:filename``); by default ``$STARGAN_MODEL``, else the release
-    shipped under ``checkpoints/``, else ``DEFAULT_MODEL`` from the Hub.
+    """Load ``source`` (path, ``repo_id`` or ``repo_id:filename``; default ``$STARGAN_MODEL`` or ``DEFAULT_MODEL``).
 
     ``revision`` pins a Hub branch, tag or commit. A cached copy wins over a download (an app starts without a
     network call; a branch that moved on is fetched only once its cached copy is removed or a new ``revision`` is
     asked for). A Hub model that cannot be reached is replaced by the shipped release unless ``fallback`` is False.
     Raises ``HubError``/``CheckpointError`` with a sentence saying what to do.
     """
-    shipped = shipped_release()
-    if source is None and not os.environ.get("STARGAN_MODEL") and shipped is not None:
-        return _from_folder(shipped, str(shipped), f"Loaded the model shipped with the app ({shipped.name})")
     source = str(source or os.environ.get("STARGAN_MODEL") or DEFAULT_MODEL)
     path = Path(source).expanduser()
     if path.is_file():  # 1. a local file
