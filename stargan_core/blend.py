@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from kornia.color import rgb_to_lab
+import torch.nn.functional as F
+from kornia.color import lab_to_rgb, rgb_to_lab
 from kornia.filters import gaussian_blur2d, guided_blur
 from PIL import Image
 
@@ -78,6 +79,22 @@ IMPORT_FADE_BELOW = (1.0, 1.5)
 # the cast and importing it turned temples orange. The shared photos' faces measure 1.5 to 12 and the green scan's
 # 19 to 27; the 95th percentile of 100 held-out CelebA faces is 14.6.
 IMPORT_SKIN_DE = (12.0, 18.0)
+# Every other edit (gender, age) is a change of shade and of saturation, not of hue (``shade_change``): CIELAB L*
+# moves by the model's own (denoised) change, and a* and b* are scaled together by the model's chroma gain, so no
+# colour can turn into another hue (skin into green or blue). The gain is (C_fake + CHROMA_C0) / (C_ref + CHROMA_C0)
+# (C = CIELAB chroma; C0 keeps near-greys from ratios of noise), its log blurred by CHROMA_SIGMA model px (the eye reads
+# colour at a lower resolution than shade) and held to CHROMA_GAIN: hair may go grey, skin may pale or flush.
+CHROMA_C0, CHROMA_SIGMA, CHROMA_GAIN = 5.0, 2.0, (0.3, 1.25)
+# Where the hair stops (``colour_classes``): each crop pixel is hair, skin or backdrop by how common its colour is
+# among samples of each (CIELAB, L* halved so that shading counts less than hue; Gaussian kernel of COLOUR_SIGMA,
+# COLOUR_SAMPLES per class): backdrop from the crop outside the hair region above the eyes, skin from the face
+# below the eyes, hair from the head above the forehead, less what looks like either of the others.
+COLOUR_SIGMA, COLOUR_SAMPLES, COLOUR_FLOOR, COLOUR_SIZE = 6.0, 256, 1e-3, 64
+COLOUR_SEEN = 0.1  # the hair sample keeps only colours rarer than this among the skin sample
+# The edit is kept where its own class is as likely as the others (a tie keeps it: a colour that cannot be told
+# apart is edited, as before), and fades out as another class's lead grows to COLOUR_MARGIN.
+COLOUR_MARGIN = 0.5
+SKULL_HALF_W, SKULL_HALF_H = 1.15, 1.6  # the hair sample: above the face, inside a head without its hair's volume
 
 
 def head_mask(face: Face, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -159,6 +176,41 @@ def denoise(change: torch.Tensor) -> torch.Tensor:
     return gaussian_blur2d(change.float(), k, (DENOISE_SIGMA, DENOISE_SIGMA), border_type="replicate")
 
 
+def colour_classes(x_real: torch.Tensor, faces: list[Face]) -> torch.Tensor:
+    """(N, 3, s, s): how likely each crop pixel is hair, skin or backdrop, judged by its colour in the photo
+    (``COLOUR_SIGMA``). A colour seen in none of the three samples counts as hair, as the regions did before.
+    Judged on the crop shrunk to ``COLOUR_SIZE`` px, and smoothly enlarged back."""
+    full, size = x_real.shape[-1], min(x_real.shape[-1], COLOUR_SIZE)
+    t = torch.arange(size, dtype=torch.float64) + 0.5
+    v, u = torch.meshgrid(t, t, indexing="ij")
+    x_small = F.interpolate(x_real.float().clamp(-1, 1), size=(size, size), mode="area")
+    lab = rgb_to_lab((x_small + 1) / 2) * torch.tensor([0.5, 1, 1]).view(1, 3, 1, 1)
+    out = []
+    for f, x in zip((_at_size(f, size) for f in faces), lab, strict=True):
+        below, face = _below_eyes(f, u, v), face_mask(f, u, v)
+        outer = _ellipse(f, u, v, -HAIR_RISE, HAIR_HALF_W, HAIR_HALF_H, FEATHER, HAIR_HALF_H_LOW, LOW_POWER)
+        skull = _ellipse(f, u, v, -HEAD_RISE, SKULL_HALF_W, SKULL_HALF_H, FEATHER)
+        seeds = [(skull > 0.5) & (face == 0) & (below < -0.3),  # hair (and whatever else is above the face)
+                 (face == 1) & (below > 0.1),  # skin: cheeks, nose, mouth, chin
+                 (outer == 0) & (below < 0)]  # backdrop: the crop's corners beside and above the hair
+        pixels = x.flatten(1).T  # (s*s, 3)
+        dens = [None, *(_density(pixels, x[:, m].T) for m in seeds[1:])]
+        hair = seeds[0].flatten() & (dens[1] < COLOUR_SEEN)  # less the forehead, which short hair leaves in it
+        dens[0] = _density(pixels, pixels[hair])
+        out.append((torch.stack([dens[0] + COLOUR_FLOOR, *dens[1:]]) / (sum(dens) + COLOUR_FLOOR)).view(3, size, size))
+    out = torch.stack(out) if out else torch.zeros(0, 3, size, size)
+    return F.interpolate(out, size=(full, full), mode="bilinear", align_corners=False) if size != full else out
+
+
+def _density(pixels: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
+    """(P,) a Gaussian kernel density of ``samples`` (K, 3) at ``pixels`` (P, 3), from at most COLOUR_SAMPLES of
+    them (evenly strided: the same photo gives the same map); 0 without samples."""
+    if len(samples) == 0:
+        return torch.zeros(len(pixels))
+    samples = samples[torch.linspace(0, len(samples) - 1, min(len(samples), COLOUR_SAMPLES)).long()]
+    return torch.exp(-torch.cdist(pixels, samples) ** 2 / (2 * COLOUR_SIGMA ** 2)).mean(1)
+
+
 def hair_change(x_real: torch.Tensor, x_fake: torch.Tensor, x_ref: torch.Tensor, faces: list[Face]) -> torch.Tensor:
     """The change a hair colour adds to the crops (N, 3, s, s), [-1, 1] units: the denoised change ``d`` plus, where
     ``d`` is large, the model's own drift ``denoise(x_ref - x_real)``, so that the hair takes the model's rendering
@@ -187,12 +239,51 @@ def _import_weight(x_real: torch.Tensor, x_ref: torch.Tensor, faces: list[Face])
     return fade * guard.view(-1, 1, 1, 1)
 
 
+def shade_change(x_fake: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
+    """The change of an identity edit as two fields (N, 2, s, s): the CIELAB L* change (denoised) and the chroma
+    gain less 1, both from the model's ``x_ref -> x_fake``. Applied by ``apply_shade``: it keeps every hue."""
+    lab_fake, lab_ref = (rgb_to_lab((x.float().clamp(-1, 1) + 1) / 2) for x in (x_fake, x_ref))
+    k = 2 * round(3 * CHROMA_SIGMA) + 1
+    chroma_fake, chroma_ref = (lab[:, 1:].norm(dim=1, keepdim=True) for lab in (lab_fake, lab_ref))
+    log_gain = torch.log((chroma_fake + CHROMA_C0) / (chroma_ref + CHROMA_C0))  # blurred as a log: 0 stays 0
+    gain = gaussian_blur2d(log_gain, k, (CHROMA_SIGMA, CHROMA_SIGMA), border_type="replicate").exp()
+    gain = gain.clamp(*CHROMA_GAIN)
+    return torch.cat([denoise(lab_fake[:, :1] - lab_ref[:, :1]), gain - 1], 1)
+
+
+def region_change(x_real: torch.Tensor, x_fake: torch.Tensor, x_ref: torch.Tensor, faces: list[Face],
+                  region: str = "head") -> torch.Tensor:
+    """The change the blend pastes, at model px: a hair colour's RGB change (N, 3, s, s) (``hair_change``) where
+    the photo's colour says hair, or an identity edit's fields (N, 2, s, s) (``shade_change``) except where it says
+    backdrop. Outside the hair, the model's drift lit the backdrop in a halo and painted the forehead."""
+    p = colour_classes(x_real, faces)  # (N, 3, s, s) hair, skin, backdrop
+    if region == "hair":
+        other = p[:, 1:].amax(1, keepdim=True) - p[:, :1]
+        return hair_change(x_real, x_fake, x_ref, faces) * denoise(1 - (other / COLOUR_MARGIN).clamp(0, 1))
+    other = p[:, 2:] - p[:, :2].amax(1, keepdim=True)
+    return shade_change(x_fake, x_ref) * denoise(1 - (other / COLOUR_MARGIN).clamp(0, 1))
+
+
+def apply_shade(rgb: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+    """The RGB change (N, 3, h, w), same units as ``rgb`` in [0, 1], that ``shade_change``'s fields (N, 2, h, w)
+    make to ``rgb``: L* += change[:, 0], (a*, b*) *= 1 + change[:, 1]. Computed only where a field is not 0 (the
+    rest of a photo costs nothing), and exactly 0 there."""
+    out = torch.zeros_like(rgb)
+    on = change.ne(0).any(1)  # (N, h, w)
+    px, fields = (t.movedim(1, 0)[:, on][None, :, :, None] for t in (rgb, change))  # (1, C, P, 1): P pixels
+    lab = rgb_to_lab(px.clamp(0, 1))
+    edited = torch.cat([lab[:, :1] + fields[:, :1], lab[:, 1:] * (1 + fields[:, 1:]).clamp(min=0)], 1)
+    out.movedim(1, 0)[:, on] = (lab_to_rgb(edited) - px)[0, :, :, 0]
+    return out
+
+
 def crops_after(x_real: torch.Tensor, x_fake: torch.Tensor, x_ref: torch.Tensor, faces: list[Face],
                 region: str = "head") -> torch.Tensor:
     """The "after" crops (N, 3, s, s) in [-1, 1] that match the pasted photo: the denoised change through the mask."""
-    mask = head_masks(faces, x_real.shape[-1], region)
-    change = hair_change(x_real, x_fake, x_ref, faces) if region == "hair" else denoise(x_fake - x_ref)
-    return (x_real + mask * change).clamp(-1, 1)
+    change = head_masks(faces, x_real.shape[-1], region) * region_change(x_real, x_fake, x_ref, faces, region)
+    if region != "hair":
+        change = 2 * apply_shade((x_real + 1) / 2, change)
+    return (x_real + change).clamp(-1, 1)
 
 
 def upsample(change: torch.Tensor, guide: torch.Tensor, scale: float) -> torch.Tensor:
@@ -221,17 +312,17 @@ def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_re
     faces = [_at_size(f, size) for f in faces]
     x_fake = x_fake.detach().float().cpu()
     if detail:
-        x_real = align(image, faces, size) if x_ref is None or region == "hair" else None
+        x_real = align(image, faces, size)
         x_ref = x_real if x_ref is None else x_ref.detach().float().cpu()
-        change = hair_change(x_real, x_fake, x_ref, faces) if region == "hair" else denoise(x_fake - x_ref)
-        src = change * 127.5  # (N, 3, s, s) the change, in 0-255 units
+        src = region_change(x_real, x_fake, x_ref, faces, region)  # RGB (a hair colour) or shade_change's fields
+        src = src * 127.5 if region == "hair" else src  # RGB in 0-255 units
     else:
         src = (x_fake.clamp(-1, 1) + 1) * 127.5
     boxes = [footprint(f, image.size) for f in faces]
     X0, Y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)  # the union of footprints: the only area touched
     X1, Y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     photo = _to_tensor(image.crop((X0, Y0, X1, Y1)))  # (3, H, W)
-    num, den = torch.zeros_like(photo), torch.zeros_like(photo[:1])
+    num, den = torch.zeros_like(photo[:src.shape[1]]), torch.zeros_like(photo[:1])
     for face, s, (x0, y0, x1, y1) in zip(faces, src, boxes, strict=True):
         if x1 <= x0 or y1 <= y0:  # the crop misses the photo entirely
             continue
@@ -249,8 +340,10 @@ def paste_back(image: Image.Image, faces: list[Face], x_fake: torch.Tensor, x_re
             warped = warped - photo[part]
         num[part] += mask * warped
         den[part] += mask
-    change = num / den.clamp(min=1e-8)  # where faces overlap, a weighted mean: no change is applied twice
-    out = (photo + den.clamp(max=1) * change).round().clamp(0, 255)  # den == 0: exactly the photo
+    change = den.clamp(max=1) * num / den.clamp(min=1e-8)  # where faces overlap, a weighted mean: none applied twice
+    if len(change) == 2:  # an identity edit's fields: shade and saturation
+        change = 255 * apply_shade(photo[None] / 255, change[None])[0]
+    out = (photo + change).round().clamp(0, 255)  # den == 0: exactly the photo
     result = image.copy()
     result.paste(Image.fromarray(out.permute(1, 2, 0).numpy().astype(np.uint8)), (X0, Y0))
     return result

@@ -124,7 +124,7 @@ def test_masks_are_head_shaped_and_the_after_crops_use_them():
     x_real = align(photo, [face], 64)
     after = crops_after(x_real, x_real + 0.5, x_real, [face])
     assert torch.equal(after[..., mask == 0], x_real[..., mask == 0])
-    np.testing.assert_allclose(after[..., mask == 1], (x_real + 0.5)[..., mask == 1], atol=1e-5)
+    np.testing.assert_allclose(after[..., mask == 1], (x_real + 0.5)[..., mask == 1], atol=1e-4)  # via CIELAB
 
 
 def test_a_hair_colour_takes_the_models_rendering_where_it_changes_the_hair():
