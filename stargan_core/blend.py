@@ -1,6 +1,6 @@
 """Blending: put an edit back into the photo so that it reads as an edit of the photo, not a pasted square.
 
-Three steps per face, after ``faces.align`` and the generator:
+Steps per face, after ``faces.align`` and the generator:
 
 1. **The change** ``x_fake - x_ref`` (``x_ref = G(x_real, c_org)``, so the model's reconstruction error cancels) is
    *denoised at model resolution* by a Gaussian of ``DENOISE_SIGMA`` model px: the model's per-pixel speckle
@@ -29,6 +29,13 @@ Three steps per face, after ``faces.align`` and the generator:
    --celeba 60``, 32,450-iteration model; raw crops 91.7%). Two guards: it fades out below the mouth (the hair
    region there holds the neck), and it is off for a face whose skin the model renders far from the photo's
    colours (a colour-cast scan, whose cast the model "corrects": imported, temples turned orange).
+
+5. **Colour.** A gender or age edit changes shade and saturation, never hue (``shade_change``, ``apply_shade``):
+   CIELAB L* moves by the model's change and a* b* are scaled by its chroma gain, at photo px, so the model's
+   colour drift can no longer paint skin green or blue. Every edit also stops where the photo's own colour says
+   it has left its region (``colour_classes``: hair, skin and backdrop told apart by colour samples taken where
+   each must be): a hair colour stays off the backdrop and the forehead, an identity edit off the backdrop, where
+   the model's drift lit a halo around the head (issue 29; figures in ``docs/BLENDING.md``).
 
 The guided filter is kornia's (``kornia.filters.guided_blur``, He et al. 2013; ``subsample`` is the fast guided
 filter of He & Sun 2015). ``crops_after`` gives the UI's "after" crop through the very same mask and denoising.
