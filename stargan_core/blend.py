@@ -97,7 +97,8 @@ CHROMA_C0, CHROMA_SIGMA, CHROMA_GAIN = 5.0, 2.0, (0.3, 1.25)
 # COLOUR_SAMPLES per class): backdrop from the crop outside the hair region above the eyes, skin from the face
 # below the eyes, hair from the head above the forehead, less what looks like either of the others.
 COLOUR_SIGMA, COLOUR_SAMPLES, COLOUR_FLOOR, COLOUR_SIZE = 6.0, 256, 1e-3, 64
-COLOUR_SEEN = 0.1  # the hair sample keeps only colours rarer than this among the skin sample
+COLOUR_SEEN = 0.1  # the hair sample keeps only colours rarer than this among the skin and the backdrop samples:
+# short hair leaves forehead and backdrop inside the skull's outline, and kept there they lit the backdrop again
 # The edit is kept where its own class is as likely as the others (a tie keeps it: a colour that cannot be told
 # apart is edited, as before), and fades out as another class's lead grows to COLOUR_MARGIN.
 COLOUR_MARGIN = 0.5
@@ -202,7 +203,7 @@ def colour_classes(x_real: torch.Tensor, faces: list[Face]) -> torch.Tensor:
                  (outer == 0) & (below < 0)]  # backdrop: the crop's corners beside and above the hair
         pixels = x.flatten(1).T  # (s*s, 3)
         dens = [None, *(_density(pixels, x[:, m].T) for m in seeds[1:])]
-        hair = seeds[0].flatten() & (dens[1] < COLOUR_SEEN)  # less the forehead, which short hair leaves in it
+        hair = seeds[0].flatten() & (torch.maximum(dens[1], dens[2]) < COLOUR_SEEN)  # less forehead and backdrop
         dens[0] = _density(pixels, pixels[hair])
         out.append((torch.stack([dens[0] + COLOUR_FLOOR, *dens[1:]]) / (sum(dens) + COLOUR_FLOOR)).view(3, size, size))
     out = torch.stack(out) if out else torch.zeros(0, 3, size, size)
