@@ -97,6 +97,7 @@ CHROMA_C0, CHROMA_SIGMA, CHROMA_GAIN = 5.0, 2.0, (0.3, 1.25)
 # COLOUR_SAMPLES per class): backdrop from the crop outside the hair region above the eyes, skin from the face
 # below the eyes, hair from the head above the forehead, less what looks like either of the others.
 COLOUR_SIGMA, COLOUR_SAMPLES, COLOUR_FLOOR, COLOUR_SIZE = 6.0, 256, 1e-3, 64
+COLOUR_MIN_CHROMA = 3.0  # a crop whose mean CIELAB chroma is under this is greyscale: every class ties there
 COLOUR_SEEN = 0.1  # the hair sample keeps only colours rarer than this among the skin and the backdrop samples:
 # short hair leaves forehead and backdrop inside the skull's outline, and kept there they lit the backdrop again
 # The edit is kept where its own class is as likely as the others (a tie keeps it: a colour that cannot be told
@@ -195,6 +196,9 @@ def colour_classes(x_real: torch.Tensor, faces: list[Face]) -> torch.Tensor:
     lab = rgb_to_lab((x_small + 1) / 2) * torch.tensor([0.5, 1, 1]).view(1, 3, 1, 1)
     out = []
     for f, x in zip((_at_size(f, size) for f in faces), lab, strict=True):
+        if x[1:].norm(dim=0).mean() < COLOUR_MIN_CHROMA:  # a greyscale photo: no colour to tell them apart by
+            out.append(torch.full((3, size, size), 1 / 3))
+            continue
         below, face = _below_eyes(f, u, v), face_mask(f, u, v)
         outer = _ellipse(f, u, v, -HAIR_RISE, HAIR_HALF_W, HAIR_HALF_H, FEATHER, HAIR_HALF_H_LOW, LOW_POWER)
         skull = _ellipse(f, u, v, -HEAD_RISE, SKULL_HALF_W, SKULL_HALF_H, FEATHER)

@@ -73,7 +73,8 @@ def test_pixels_outside_the_head_masks_never_change_on_every_photo(photos_dir):
         face = np.any([_ellipse_rho(f, photo.size, blend.FACE_DROP, blend.FACE_HALF_W, blend.FACE_HALF_H)
                        < 0.9999 - blend.FACE_FEATHER for f in faces], axis=0)
         assert np.array_equal(hair[~inside | face], before[~inside | face]), path.name
-        assert np.abs(hair.astype(int) - before)[inside & ~face].mean() > 10, path.name
+        # the hair region now stops where the photo's colour says backdrop or skin: much of its outline is left
+        assert np.abs(hair.astype(int) - before)[inside & ~face].mean() > 5, path.name
     assert n_photos == 9
 
 
