@@ -40,16 +40,25 @@ def model_options() -> list[ModelOption]:
     options.append(hub[0])
     shipped = shipped_release()
     if shipped is not None:
-        groups = ", ".join(g.name for g in ModelConfig.load(shipped / "config.json").schema.groups)
+        groups = ", ".join(g.name for g in shipped_groups())
         options.append(ModelOption(f"Shipped with the app ({shipped.name})", str(shipped),
                                    f"Trained by this project ({groups}); works offline."))
     return [*options, hub[1]]
 
 
+def shipped_groups() -> list:
+    """The controls of the release shipped with the app, read from its config.json ([] when none can be read)."""
+    shipped = shipped_release()
+    try:
+        return list(ModelConfig.load(shipped / "config.json").schema.groups) if shipped else []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def label_of(options: list[ModelOption], source: str, fallback: bool) -> str | None:
     """The picker label of a model ``hub.load_model`` loaded (its ``source``; ``fallback``: the shipped one)."""
     for o in options:
-        if (fallback and o.label.startswith("Shipped")) or (not fallback and source.startswith(o.source)):
+        if source.startswith(o.source) if not fallback else o.source == str(shipped_release()):
             return o.label
     return None
 

@@ -16,6 +16,7 @@ import gradio as gr
 
 from stargan_core.classroom.learn import Lesson
 from stargan_core.domains import CELEBA5
+from stargan_core.weights.hub import shipped_release
 
 from . import handlers
 from .controls import MAX_STRENGTH, NOT_SURE, api_name, group_title
@@ -23,7 +24,7 @@ from .cycle import cycle_event
 from .learn_tab import build_learn_tab
 from .memory import bound_memory
 from .mirror import build_mirror_tab
-from .models import ModelOption, ModelShelf
+from .models import ModelOption, ModelShelf, shipped_groups
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 CLASSROOM = (Path(__file__).resolve().parent / "classroom.md").read_text()
@@ -56,16 +57,12 @@ def _group_controls(groups) -> dict:
 
 
 def _page_groups(shelf: ModelShelf, schema) -> list:
-    """The groups the page has controls for: the default model's, then any other the shipped release has."""
+    """The groups the page has controls for: the default model's, then any other the shipped release has (when
+    the picker offers it)."""
     groups, names = list(schema.groups), {g.name for g in schema.groups}
-    shipped = next((o for o in shelf.options.values() if o.label.startswith("Shipped")), None)
-    if shipped is not None:
-        from stargan_core.config import ModelConfig
-        try:
-            extra = ModelConfig.load(Path(shipped.source) / "config.json").schema.groups
-        except (OSError, ValueError, KeyError):
-            extra = []
-        groups += [g for g in extra if g.name not in names]
+    shipped = shipped_release()
+    if shipped is not None and str(shipped) in {o.source for o in shelf.options.values()}:
+        groups += [g for g in shipped_groups() if g.name not in names]
     return groups
 
 

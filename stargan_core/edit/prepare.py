@@ -11,13 +11,13 @@ on. ``labels.csv`` carries that split in a ``split`` column, which ``data.read_c
 from __future__ import annotations
 
 import csv
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.datasets import IMAGE_EXTS, DataError
-from ..domains import DatasetSpec, DomainSchema, Group
+from ..data.pack import spec_json
+from ..domains import DatasetSpec, Group
 from .faces import FaceDetector
 from .geometry import celeba_frame
 from .images import ImageError, load_image
@@ -70,6 +70,6 @@ def prepare_classes(raw_dir: str | Path, out_dir: str | Path, name: str = "londo
     with open(out / "labels.csv", "w", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows([["filename", *classes, "split", "person"], *rows])
     spec = DatasetSpec(name, (Group(group, "categorical", tuple(classes)),))
-    (out / "schema.json").write_text(json.dumps(DomainSchema((spec,)).to_dict()["datasets"][0], indent=2) + "\n")
+    (out / "schema.json").write_text(spec_json(spec))
     n_test = sum(r[-2] == "test" for r in rows)
     return PrepareResult(out, len(rows) - n_test, n_test, test_people, skipped)

@@ -70,11 +70,8 @@ def evaluate_expression(model_source: str | Path, folders: list[str | Path], cla
     schema, g = cfg.schema, expression_group(cfg.schema)
     k_smiling = [lab.lower() for lab in g.labels].index("smiling")
     j, sl, ds = clf.spec.labels.index("Smiling"), schema.group_slice(g.name), schema.dataset_of(g.name)
-    targets = {}
-    for want in ("smiling", "neutral"):
-        c = torch.zeros(1, schema.cls_dim)
-        c[0, sl.start + [lab.lower() for lab in g.labels].index(want)] = 1
-        targets[want] = schema.condition(c, ds)  # (1, c_dim): the expression alone, the expression dataset's mask
+    none = torch.zeros(1, schema.cls_dim)  # (1, c_dim) below: the expression alone, the expression dataset's mask
+    targets = {want: schema.condition(schema.target(none, {g.name: want}), ds) for want in ("smiling", "neutral")}
     report = {"model": str(model_source), "classifier": str(classifier_dir), "folders": {}}
     for folder in folders:
         faces = smiling_faces(folder, cfg.image_size)
