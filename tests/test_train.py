@@ -301,7 +301,7 @@ def test_resize_and_ns_r1_flags_reach_the_config_and_bad_values_are_refused(caps
 
 
 def test_a_resize_ns_r1_run_trains_exports_and_its_release_runs_through_load_model_and_the_pipeline(tmp_path):
-    from stargan_core.edit.inference import MAX_ERROR, fp32, mean_error, onnxruntime, onnxruntime_int8
+    from stargan_core.edit.inference import MAX_ERROR, fp32, mean_error, onnxruntime, onnxruntime_int8_blocks
     from stargan_core.edit.pipeline import StarGANPipeline
     from stargan_core.weights.card import model_card
     from stargan_core.weights.formats import export_run
@@ -323,7 +323,9 @@ def test_a_resize_ns_r1_run_trains_exports_and_its_release_runs_through_load_mod
         assert (loaded.G(x, c) - result.G.cpu().eval()(x, c)).abs().max() < 0.02
     ref = fp32(loaded.G, x, c)(x, c)
     assert mean_error(onnxruntime(loaded.G, x, c)(x, c), ref) < 0.01  # ONNX export (Resize op) in fp32
-    assert mean_error(onnxruntime_int8(loaded.G, x, c)(x, c), ref) < MAX_ERROR  # finds main.10's convs by name
+    # the cautious int8 recipe, for nets whose ranges int8 does not hold (a 4-step net is near random): it finds
+    # the residual blocks after the first (main.10 here) by name
+    assert mean_error(onnxruntime_int8_blocks(loaded.G, x, c)(x, c), ref) < MAX_ERROR
     pipe = StarGANPipeline(loaded.G, loaded.config, loaded.D, path="fp32")
     figure = pipe.all_domains(Image.new("RGB", (40, 40), (200, 120, 90)), whole_image=True)
     assert figure.width == 32 * (1 + 7) and figure.height > 32  # the input, then 4 shapes + 3 forms domains
