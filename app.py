@@ -4,11 +4,15 @@ The model is ``$STARGAN_MODEL`` or the default Hub model, else the release shipp
 says which in one sentence, and its picker offers the others (``demo/models.py``). Host and port come from Gradio's
 usual GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
 """
-from demo.models import ModelShelf, label_of, model_options
-from demo.ui import MAX_UPLOAD, build_demo
-from stargan_core.edit.pipeline import StarGANPipeline
-from stargan_core.weights.formats import CheckpointError
-from stargan_core.weights.hub import load_model
+from stargan_core.edit.inference import preload_exporters
+
+preload_exporters()  # ONNX's imports overlap Gradio's below, not the start-up race's 2 s budget
+
+from demo.models import ModelShelf, label_of, model_options  # noqa: E402
+from demo.ui import MAX_UPLOAD, build_demo  # noqa: E402
+from stargan_core.edit.pipeline import StarGANPipeline  # noqa: E402
+from stargan_core.weights.formats import CheckpointError  # noqa: E402
+from stargan_core.weights.hub import load_model  # noqa: E402
 
 
 def load_pipeline() -> tuple[StarGANPipeline | None, str, ModelShelf | None]:
@@ -19,6 +23,7 @@ def load_pipeline() -> tuple[StarGANPipeline | None, str, ModelShelf | None]:
     except CheckpointError as e:  # the page still opens and says what to do
         return None, str(e), None
     pipeline, options = StarGANPipeline(m.G, m.config, D=m.D), model_options()
+    print(f"generator: {pipeline.path.summary()}", flush=True)  # the start-up race, for whoever hosts it
     label = label_of(options, m.source, m.fallback)
     return pipeline, m.status, ModelShelf(options, {label: (pipeline, m.status)}) if label else None
 

@@ -419,6 +419,21 @@ def test_onednn_s_isa_cap_hides_amx_and_bf16_from_the_order(monkeypatch):
         "bf16-weights", "onnxruntime", "slow too", "slow"]  # unknown names keep their order, after the known ones
 
 
+def test_preload_exporters_imports_what_the_exported_candidates_need_in_the_background():
+    """In a fresh interpreter: none of ONNX's modules before, all of them once the thread is joined (app.py starts it
+    before Gradio's import, so that ml_dtypes' import is not paid inside the race's budget)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom stargan_core.edit.inference import preload_exporters\n"
+            "names = ['onnx', 'onnxruntime', 'onnxruntime.quantization', 'torch.onnx', 'ml_dtypes']\n"
+            "print([n in sys.modules for n in names])\nt = preload_exporters()\nt.join()\n"
+            "print(t.daemon, [n in sys.modules for n in names])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.split("\n")
+    assert out[:2] == ["[False, False, False, False, False]", "True [True, True, True, True, True]"]
+
+
 # ----- loading and the CLI ---------------------------------------------------------------------------------
 def test_from_pretrained_takes_a_local_release(tmp_path):
     save_release(build_generator(TINY), TINY, tmp_path, D=build_discriminator(TINY))
