@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from . import PHOTOS, SHARED_DATA
+from .colour import backdrop_beside_hair, colour_figures, colour_table, edit_kind, lab_image
 from .timing import machine_load
 
 
@@ -107,7 +108,10 @@ def _survived(detector, clf, idx, spec, edited, faces, group, want) -> list[bool
 def _blend_images(args: argparse.Namespace):
     """(name, loader) for every photo of ``--photos`` (default: all in the photos folder), then ``--celeba N``
     held-out CelebA images: the last N of the official 2,000 test images (never trained on; ``evaluate`` uses the
-    first 500), each as a photo of its own."""
+    first 500), each as a photo of its own, then ``--london N`` of the London set's neutral photos, evenly spaced
+    over its 102 people (many skin tones, a plain backdrop)."""
+    import numpy as np
+
     from stargan_core.data.datasets import OFFICIAL_CELEBA_TEST, read_celeba
     from stargan_core.edit.images import load_image
 
@@ -117,7 +121,16 @@ def _blend_images(args: argparse.Namespace):
         recs, _ = read_celeba(args.celeba_dir, ["Male"])
         test = recs[:OFFICIAL_CELEBA_TEST][-args.celeba:]
         items += [(f"celeba:{Path(path).name}", partial(load_image, path)) for path, _ in test]
+    if args.london:
+        london = sorted((PHOTOS.parent / "london_faces" / "neutral").glob("*.jpg"))
+        pick = np.linspace(0, len(london) - 1, min(args.london, len(london))).round().astype(int)
+        items += [(f"london:{london[i].name}", partial(load_image, london[i])) for i in pick]
     return items
+
+
+def _source(name: str) -> str:
+    return {"celeba": "held-out CelebA", "london": "London"}.get(name.split(":")[0], "photos") if ":" in name \
+        else "photos"
 
 
 def blend(args: argparse.Namespace) -> None:
@@ -143,12 +156,16 @@ def blend(args: argparse.Namespace) -> None:
           f" px | model px   paste-back s\n{'':<37}{'square':>11}{'head':>8}{'square':>12}{'head':>8}{'cut':>6}"
           f"{'square':>9}{'head':>8}{'cut':>6}{'square':>9}{'head':>6}")
     survive = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # source -> kind -> group -> [found]
-    celeba_rows, celeba_times, celeba_faces = [], {"square": [], "head": []}, 0
+    colour = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))  # source -> edit -> figure -> [value]
+    sets = defaultdict(lambda: ([], {"square": [], "head": []}, [0]))  # CelebA, London: rows, times, faces
     for name, load in _blend_images(args):
         rgb = load()
         faces = pipe.detect(rgb)
         if not faces:
             continue
+        source = _source(name)
+        lab = lab_image(rgb)
+        backdrop = backdrop_beside_hair(lab, faces, size)
         x_real = align(rgb, faces, size)
         c_org = pipe.estimate(x_real)
         x_ref = pipe.generate(x_real, schema.condition(c_org, ds.name))
@@ -175,11 +192,18 @@ def blend(args: argparse.Namespace) -> None:
                            for k in d])
             if args.pictures and t_name.lower().startswith("blond") and not name.startswith("celeba:"):
                 _side_by_side(rgb, outs, faces, Path(args.pictures) / f"{Path(name).stem}_blond.png")
+            kinds = edit_kind(ds, group, c_trg)
+            green, de, glow = colour_figures(rgb, lab, outs["head"], faces, backdrop if region == "hair" else None)
+            for kind, g, e in zip(kinds, green, de, strict=True):
+                colour[source][kind]["green"].append(g)
+                colour[source][kind]["de"].append(e)
+            if glow is not None:
+                colour[source][kinds[0]]["glow"].append(glow)  # one figure per photo: the hair colour is shared
             if clf:
                 want = decide(c_trg, ds)[group.name]
                 edit = decide(clf.probs(x_real)[:, idx], ds)[group.name] != want  # the judge sees a change to make
                 if edit.any():
-                    found = survive["held-out CelebA" if name.startswith("celeba:") else "photos"]
+                    found = survive[source]
                     change = denoise(x_fake - x_ref)
                     judged = {"raw crop": x_fake, "denoised, on G(x,c_org)": x_ref + change,
                               "raw change": x_real + (x_fake - x_ref), "raw change, denoised": x_real + change,
@@ -190,22 +214,28 @@ def blend(args: argparse.Namespace) -> None:
                     for k, out in outs.items():
                         got = _survived(pipe.detector, clf, idx, ds, out, faces, group.name, want)
                         found[k][group.name] += [g for g, e in zip(got, edit.tolist(), strict=True) if e]
-        if name.startswith("celeba:"):  # one summary row for all of them
-            celeba_rows += rows
-            celeba_faces += len(faces)
+                        if k == "head":
+                            for kind, g, e in zip(kinds, got, edit.tolist(), strict=True):
+                                colour[source][kind]["judge"] += [g] if e else []
+        if ":" in name:  # one summary row for each set of many
+            rows_s, times_s, faces_s = sets[name.split(":")[0]]
+            rows_s += rows
+            faces_s[0] += len(faces)
             for k in times:
-                celeba_times[k] += times[k]
+                times_s[k] += times[k]
             continue
         _blend_row(name, len(faces), rows, times)
-    if celeba_rows:
-        _blend_row(f"celeba x{args.celeba}", celeba_faces, celeba_rows, celeba_times)
-    if clf:
-        if len(survive) > 1:
-            photos, celeba = survive["photos"], survive["held-out CelebA"]
-            survive["both"] = {k: {g: photos[k][g] + celeba[k][g] for g in {*photos[k], *celeba[k]}}
-                               for k in {**photos, **celeba}}
-        for source, table in survive.items():
-            _survival_table(source, table)
+    for key, (rows_s, times_s, faces_s) in sets.items():
+        _blend_row(f"{key} x{getattr(args, key)}", faces_s[0], rows_s, times_s)
+    for table in (survive, colour):
+        if {"photos", "held-out CelebA"} <= set(table):  # the figure docs/BLENDING.md tracks
+            photos, celeba = table["photos"], table["held-out CelebA"]
+            table["photos + CelebA"] = {k: {g: photos[k][g] + celeba[k][g] for g in {*photos[k], *celeba[k]}}
+                                        for k in {**photos, **celeba}}
+    for source, table in survive.items():
+        _survival_table(source, table)
+    for source, table in colour.items():
+        colour_table(source, table)
 
 
 def _survival_table(source: str, table: dict) -> None:
@@ -261,6 +291,8 @@ def add_parser(sub) -> None:
     p.add_argument("--celeba", type=int, default=0, help="also N held-out CelebA images (the last N of the "
                    "official 2,000 test images), for a larger sample of edits")
     p.add_argument("--celeba-dir", default=str(SHARED_DATA / "celeba_30k"))
+    p.add_argument("--london", type=int, default=0, help="also N of the London set's neutral photos (evenly spaced "
+                   "over its 102 people: many skin tones)")
     p.add_argument("--path", default="onnxruntime-int8", help="the inference path G runs on (still checked "
                    "against fp32; 'auto': the load-time choice, which depends on how busy the machine is)")
     p.set_defaults(func=blend)
