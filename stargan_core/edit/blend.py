@@ -28,7 +28,8 @@ Steps per face, after ``faces.align`` and the generator:
 
 5. **Colour.** A gender or age edit changes shade and saturation, never hue (``shade_change``, ``apply_shade``):
    CIELAB L* moves by the model's change and a* b* are scaled by its chroma gain, both made stronger by
-   ``SHADE_STRENGTH``, at photo px, so the model's colour drift can no longer paint skin green or blue. Such an
+   ``SHADE_STRENGTH``, at photo px, so the model's colour drift can no longer paint skin green or blue (only
+   sRGB's clipping of a colour pushed out of gamut still can, rarely). Such an
    edit also stops where the photo's own colour says backdrop (``masks.colour_classes``: hair, skin and backdrop
    told apart by colour samples taken where each must be), where the model's drift lit a halo around the head.
    A hair colour keeps step 4: stopped where the photo's colour says skin or backdrop, it lost the hair of many
@@ -78,7 +79,6 @@ CHROMA_C0, CHROMA_SIGMA, CHROMA_GAIN = 5.0, 2.0, (0.3, 1.25)
 # hue changes the edit reads weaker than the RGB change it replaces (the judge found the target on 50% of gender
 # edits instead of 67%), and at 1.5 it reads as often as before, or more (bench blend; docs/BLENDING.md).
 SHADE_STRENGTH = 1.5
-GAMUT_STEPS = (0.8, 0.6, 0.4, 0.2, 0.0)  # shares of the chroma tried, in turn, for a colour outside sRGB
 
 
 def denoise(change: torch.Tensor) -> torch.Tensor:
@@ -142,22 +142,14 @@ def region_change(x_real: torch.Tensor, x_fake: torch.Tensor, x_ref: torch.Tenso
 
 def apply_shade(rgb: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
     """The RGB change (N, 3, h, w), same units as ``rgb`` in [0, 1], that ``shade_change``'s fields (N, 2, h, w)
-    make to ``rgb``: L* += change[:, 0], (a*, b*) *= 1 + change[:, 1]. A colour that lands outside sRGB gives up
-    chroma, never hue (``GAMUT_STEPS``): clipping its channels one by one turned lightened skin green or cyan (its
-    red clipped first). Computed only where a field is not 0 (the rest of a photo costs nothing), and exactly 0
-    there."""
+    make to ``rgb``: L* += change[:, 0], (a*, b*) *= 1 + change[:, 1]. Computed only where a field is not 0 (the
+    rest of a photo costs nothing), and exactly 0 there."""
     out = torch.zeros_like(rgb)
     on = change.ne(0).any(1)  # (N, h, w)
     px, fields = (t.movedim(1, 0)[:, on][None, :, :, None] for t in (rgb, change))  # (1, C, P, 1): P pixels
     lab = rgb_to_lab(px.clamp(0, 1))
-    shade, ab = (lab[:, :1] + fields[:, :1]).clamp(0, 100), lab[:, 1:] * (1 + fields[:, 1:]).clamp(min=0)
-    edited = lab_to_rgb(torch.cat([shade, ab], 1), clip=False)
-    for keep in GAMUT_STEPS:  # the largest share of the chroma that fits, per pixel
-        outside = ((edited < 0) | (edited > 1)).any(1, keepdim=True)
-        if not outside.any():
-            break
-        edited = torch.where(outside, lab_to_rgb(torch.cat([shade, ab * keep], 1), clip=False), edited)
-    out.movedim(1, 0)[:, on] = (edited.clamp(0, 1) - px)[0, :, :, 0]
+    edited = torch.cat([lab[:, :1] + fields[:, :1], lab[:, 1:] * (1 + fields[:, 1:]).clamp(min=0)], 1)
+    out.movedim(1, 0)[:, on] = (lab_to_rgb(edited) - px)[0, :, :, 0]
     return out
 
 
