@@ -138,15 +138,20 @@ def test_inverted_crops_change_only_inside_the_masks(two_faces):
         assert moved > (0.97 if not detail else 0.6), (detail, moved)
 
 
-def test_detail_mode_keeps_full_resolution_detail(two_faces):
-    """A uniform +0.2 change to a 128 px crop brightens the large face by 25.5 without blurring its texture."""
+def test_detail_mode_keeps_full_resolution_detail(two_faces, monkeypatch):
+    """A uniform +0.2 change to a 128 px crop brightens the large face by 25.5 without blurring its texture (the
+    model's own change: ``SHADE_STRENGTH`` 1)."""
+    from stargan_core.edit import blend
+
+    monkeypatch.setattr(blend, "SHADE_STRENGTH", 1.0)
     photo, faces = two_faces
     sharp = np.asarray(photo, np.float64) + np.random.default_rng(0).integers(-12, 13, (420, 640, 3))
     photo = Image.fromarray(sharp.clip(0, 255).astype(np.uint8))
     x = align(photo, faces[:1], 128)
     after = np.asarray(paste_back(photo, faces[:1], x + 0.2), np.float64)
     core = np.asarray(photo, np.float64)[170:230, 200:260]  # well inside the big face's mask
-    np.testing.assert_allclose(after[170:230, 200:260] - core, 25.5, atol=1.01)
+    diff = after[170:230, 200:260] - core  # a grey-ish change is a change of shade: nearly the same on each channel
+    assert np.abs(diff.mean((0, 1)) - 25.5).max() < 2 and diff.std() < 2  # the texture stays: the change is smooth
     pasted = np.asarray(paste_back(photo, faces[:1], x + 0.2, detail=False), np.float64)[170:230, 200:260]
     assert np.abs(pasted - core - 25.5).mean() > 3  # pasting the crop itself loses the pixel-level texture
 

@@ -18,7 +18,7 @@ from conftest import TINY, tiny_pipeline
 from stargan_core.cli import main
 from stargan_core.config import ModelConfig
 from stargan_core.domains import JOINT, JOINT_LONDON
-from stargan_core.edit import blend, geometry, inference
+from stargan_core.edit import geometry, inference, masks
 from stargan_core.edit.classify import classify
 from stargan_core.edit.faces import FaceDetector
 from stargan_core.edit.geometry import align
@@ -200,7 +200,7 @@ def test_a_hair_colour_edit_leaves_the_face_alone_and_a_gender_edit_does_not():
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8))
     face = FaceDetector.whole_image(photo, 32)
     u, v = geometry.crop_coords(face.matrix, (128, 128))  # the crop coordinates of every photo pixel
-    in_face, on_hair = (blend.face_mask(face, u, v) == 1).numpy(), (blend.hair_mask(face, u, v) > 0.5).numpy()
+    in_face, on_hair = (masks.face_mask(face, u, v) == 1).numpy(), (masks.hair_mask(face, u, v) > 0.5).numpy()
     before = np.asarray(photo).astype(int)
     hair = np.asarray(pipe(photo, {"hair": "blond"}, current={"hair": "black"}, faces=[face]).image).astype(int)
     gender = np.asarray(pipe(photo, {"gender": "male"}, current={"gender": "female"}, faces=[face]).image)
