@@ -132,10 +132,11 @@ def test_inverted_crops_change_only_inside_the_masks(two_faces):
         after = np.asarray(paste_back(photo, faces, -x, detail=detail), np.int16)
         assert np.array_equal(after[outside], before[outside])
         # the big face's centre (230, 200) is fully masked: inverted (detail mode denoises the change at model
-        # resolution, and this texture has detail at that scale, so there it goes most of the way)
+        # resolution, and this texture has detail at that scale, and a colour its shade change pushes out of sRGB
+        # goes back towards the photo's own, keeping its hue, where it used to clip: there it goes half the way)
         core, want = np.s_[190:210, 220:240], 255 - 2 * before[190:210, 220:240]
         moved = np.abs(after[core] - before[core]).mean() / np.abs(want).mean()
-        assert moved > (0.97 if not detail else 0.6), (detail, moved)
+        assert moved > (0.97 if not detail else 0.5), (detail, moved)
 
 
 def test_detail_mode_keeps_full_resolution_detail(two_faces, monkeypatch):

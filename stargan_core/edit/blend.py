@@ -28,8 +28,10 @@ Steps per face, after ``faces.align`` and the generator:
 
 5. **Colour.** A gender or age edit changes shade and saturation, never hue (``shade_change``, ``apply_shade``):
    CIELAB L* moves by the model's change and a* b* are scaled by its chroma gain, both made stronger by
-   ``SHADE_STRENGTH``, at photo px, so the model's colour drift can no longer paint skin green or blue (only
-   sRGB's clipping of a colour pushed out of gamut still can, rarely). Such an
+   ``SHADE_STRENGTH``, at photo px, so the model's colour drift can no longer paint skin green or blue. A colour
+   so lightened or darkened that sRGB cannot show it goes back along the straight line to the photo's own colour,
+   to sRGB's edge (``_in_gamut``): clipping it instead changed its hue (lightened skin clips its red first and
+   turns green), the last source of green skin. Such an
    edit also stops where the photo's own colour says backdrop (``masks.colour_classes``: hair, skin and backdrop
    told apart by colour samples taken where each must be), where the model's drift lit a halo around the head.
    A hair colour keeps step 4: stopped where the photo's colour says skin or backdrop, it lost the hair of many
@@ -79,6 +81,9 @@ CHROMA_C0, CHROMA_SIGMA, CHROMA_GAIN = 5.0, 2.0, (0.3, 1.25)
 # hue changes the edit reads weaker than the RGB change it replaces (the judge found the target on 50% of gender
 # edits instead of 67%), and at 1.5 it reads as often as before, or more (bench blend; docs/BLENDING.md).
 SHADE_STRENGTH = 1.5
+# A colour so edited that sRGB cannot show it goes back towards the photo's own colour (hue kept) rather than being
+# clipped (hue changed): GAMUT_STEPS halvings of the way, to within GAMUT_SLACK of sRGB's cube.
+GAMUT_STEPS, GAMUT_SLACK = 6, 0.5 / 255
 
 
 def denoise(change: torch.Tensor) -> torch.Tensor:
@@ -149,8 +154,30 @@ def apply_shade(rgb: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
     px, fields = (t.movedim(1, 0)[:, on][None, :, :, None] for t in (rgb, change))  # (1, C, P, 1): P pixels
     lab = rgb_to_lab(px.clamp(0, 1))
     edited = torch.cat([lab[:, :1] + fields[:, :1], lab[:, 1:] * (1 + fields[:, 1:]).clamp(min=0)], 1)
-    out.movedim(1, 0)[:, on] = (lab_to_rgb(edited) - px)[0, :, :, 0]
+    out.movedim(1, 0)[:, on] = (_in_gamut(lab, edited) - px)[0, :, :, 0]
     return out
+
+
+def _in_gamut(lab: torch.Tensor, edited: torch.Tensor) -> torch.Tensor:
+    """sRGB (1, 3, P, 1) of the CIELAB colours ``edited``, each taken back towards the photo's own ``lab`` (which
+    sRGB can show) along the straight line between them, to the last point sRGB can show (``GAMUT_STEPS`` halvings).
+    Clipping instead changes hue: lightened skin clips its red first and turns green or cyan."""
+    rgb = lab_to_rgb(edited, clip=False)
+    out = _outside(rgb)[0, 0, :, 0]  # (P,)
+    if out.any():  # bisection on t: lab + t (edited - lab) is in gamut at lo (t = 0 is the photo's own colour)
+        start, step = lab[:, :, out], edited[:, :, out] - lab[:, :, out]
+        lo, hi = torch.zeros_like(start[:, :1]), torch.ones_like(start[:, :1])
+        for _ in range(GAMUT_STEPS):
+            t = (lo + hi) / 2
+            ok = ~_outside(lab_to_rgb(start + t * step, clip=False))
+            lo, hi = torch.where(ok, t, lo), torch.where(ok, hi, t)
+        rgb[:, :, out] = lab_to_rgb(start + lo * step, clip=False)
+    return rgb.clamp(0, 1)
+
+
+def _outside(rgb: torch.Tensor) -> torch.Tensor:
+    """(1, 1, P, 1): where an unclipped sRGB colour is outside [0, 1] by more than half a level of 255."""
+    return ((rgb < -GAMUT_SLACK) | (rgb > 1 + GAMUT_SLACK)).any(1, keepdim=True)
 
 
 def crops_after(x_real: torch.Tensor, x_fake: torch.Tensor, x_ref: torch.Tensor, faces: list[Face],
