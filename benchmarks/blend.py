@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from . import PHOTOS, SHARED_DATA
-from .colour import backdrop_beside_hair, colour_figures, colour_table, edit_kind, lab_image
+from .colour import backdrop_beside_hair, colour_figures, colour_table, edit_kind, lab_image, person_map
 from .timing import machine_load
 
 
@@ -166,6 +166,7 @@ def blend(args: argparse.Namespace) -> None:
         source = _source(name)
         lab = lab_image(rgb)
         backdrop = backdrop_beside_hair(lab, faces, size)
+        backdrop = [backdrop, backdrop & (person_map(rgb, faces, size) < 0.5)]
         x_real = align(rgb, faces, size)
         c_org = pipe.estimate(x_real)
         x_ref = pipe.generate(x_real, schema.condition(c_org, ds.name))
@@ -197,8 +198,9 @@ def blend(args: argparse.Namespace) -> None:
             for kind, g, e in zip(kinds, green, de, strict=True):
                 colour[source][kind]["green"].append(g)
                 colour[source][kind]["de"].append(e)
-            if glow is not None:
-                colour[source][kinds[0]]["glow"].append(glow)  # one figure per photo: the hair colour is shared
+            for key, g in zip(("glow", "glow2"), glow, strict=False):  # one figure per photo: the hair colour is shared
+                if g is not None:
+                    colour[source][kinds[0]][key].append(g)
             if clf:
                 want = decide(c_trg, ds)[group.name]
                 edit = decide(clf.probs(x_real)[:, idx], ds)[group.name] != want  # the judge sees a change to make

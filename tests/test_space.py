@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_space_gets_the_app_the_package_and_the_shipped_model_and_nothing_else():
     files = space.space_files()
     for needed in ("README.md", "app.py", "requirements.txt", "demo/ui.py", "stargan_core/pipeline.py",
-                   "stargan_core/edit/probe_faces.png", "demo/examples/astronaut.jpg", "docs/app.png"):
+                   "stargan_core/edit/probe_faces.png", "demo/examples/astronaut.jpg", "docs/app.png",
+                   "checkpoints/segmenter/selfie_segmentation.onnx", "checkpoints/segmenter/LICENSE"):
         assert needed in files, needed
     shipped = [f for f in files if f.startswith("checkpoints/")]
     assert any(f.endswith("/model.safetensors") for f in shipped) and any(f.endswith("/config.json") for f in shipped)
