@@ -336,12 +336,12 @@ def test_the_person_segmenter_finds_the_person_and_is_optional(shared_data, monk
     assert who[0, 0, 60:90, 50:78].mean() > 0.95  # the face
     assert who[0, 0, :12, :12].mean() < 0.1 and who[0, 0, :12, -12:].mean() < 0.1  # the backdrop
     monkeypatch.setattr(segment, "MODEL", segment.MODEL.with_name("missing.onnx"))
-    segment._session.cache_clear()
+    segment.session.cache_clear()
     try:
         with pytest.warns(UserWarning, match="segmenter unavailable"):
             assert segment.person(align(photo, faces, 128)) is None
     finally:
-        segment._session.cache_clear()
+        segment.session.cache_clear()
 
 
 @pytest.mark.data
@@ -362,6 +362,6 @@ def test_a_blond_edit_leaves_the_backdrop_beside_the_hair_alone(shared_data, shi
     assert backdrop.sum() > 500
     _, de, (glow,) = colour_figures(before, lab, result.image, faces, [backdrop])
     assert glow <= 2 and de[0] >= 4, (glow, de)
-    monkeypatch.setattr(segment, "_session", lambda: None)
+    monkeypatch.setattr(segment, "session", lambda: None)
     _, _, (glow,) = colour_figures(before, lab, shipped(before, {"hair": "Blond"}).image, faces, [backdrop])
     assert glow > 5, glow

@@ -16,9 +16,9 @@ SIZE = 256  # the model's input side
 
 
 @functools.cache
-def _session():
-    """The onnxruntime session, or None (with a warning) if the model file is missing or unreadable: edits then
-    go through their regions alone, as before the segmenter."""
+def session():
+    """The onnxruntime session (made once, on first use), or None (with a warning) if the model file is missing or
+    unreadable: edits then go through their regions alone, as before the segmenter."""
     try:
         import onnxruntime as ort
 
@@ -34,11 +34,11 @@ def _session():
 def person(x: torch.Tensor) -> torch.Tensor | None:
     """(N, 1, s, s) in [0, 1]: how likely each pixel of the crops ``x`` (N, 3, s, s) in [-1, 1] shows the person
     (hair, face, neck, clothes) rather than the backdrop; None without the model."""
-    session = _session()
-    if session is None or len(x) == 0:
+    model = session()
+    if model is None or len(x) == 0:
         return None
     size = x.shape[-1]
     inp = F.interpolate((x.float().clamp(-1, 1) + 1) / 2, size=(SIZE, SIZE), mode="bilinear", align_corners=False,
                         antialias=True)
-    out = torch.from_numpy(session.run(None, {"image": inp.contiguous().numpy()})[0])
+    out = torch.from_numpy(model.run(None, {"image": inp.contiguous().numpy()})[0])
     return F.interpolate(out, size=(size, size), mode="area") if size != SIZE else out
