@@ -266,8 +266,8 @@ def test_colour_classes_tell_hair_from_skin_and_backdrop():
 def test_an_identity_edit_stops_at_the_backdrop_and_a_hair_colour_where_the_person_stops(monkeypatch):
     """A change over the whole crop (the model's drift) reaches the hair and the face of an identity edit, not the
     backdrop beside them (colour classes); a hair colour goes through its hair region (not its colour classes: they
-    cut blond hair), times the person segmenter's map, HAIR_STRENGTH times stronger; without a segmenter, through
-    the region alone."""
+    cut blond hair), times the person segmenter's map, HAIR_STRENGTH times stronger where the colour is not skin's;
+    without a segmenter, through the region alone."""
     photo, faces = _template_head()
     x_real = align(photo, faces, 64)
     x_fake = (x_real + 0.1).clamp(-1, 1)
@@ -280,11 +280,14 @@ def test_an_identity_edit_stops_at_the_backdrop_and_a_hair_colour_where_the_pers
     mask = head_masks(faces, 64, "hair")[0, 0]
     left, right = mask.clone(), mask.clone()
     left[:, 32:], right[:, :32] = 0, 0
-    assert torch.allclose(hair[left == 1], torch.tensor(12.75 * blend.HAIR_STRENGTH), atol=0.05)
+    skin = colour_classes(x_real, faces)[0, 1]
+    want = 12.75 * (1 + (blend.HAIR_STRENGTH - 1) * (1 - skin))  # stronger, but not on skin-coloured pixels
+    assert (want[mask == 1] > 16).float().mean() > 0.8  # most of the hair region is the (brown) hair
+    assert torch.allclose(hair[left == 1], want[left == 1], atol=0.05)
     assert (hair[right > 0] == 0).all()
     monkeypatch.setattr(blend, "person", lambda x: None)  # no segmenter: the region alone
     hair = (crops_after(x_real, x_fake, x_real, faces, "hair") - x_real).mean(1)[0] * 127.5
-    assert torch.allclose(hair[mask == 1], torch.tensor(12.75 * blend.HAIR_STRENGTH), atol=0.05)
+    assert torch.allclose(hair[mask == 1], want[mask == 1], atol=0.05)
 
 
 def _skin_turned(before: Image.Image, after: Image.Image, face) -> tuple[float, float]:

@@ -27,7 +27,8 @@ Steps per face, after ``faces.align`` and the generator:
    colours (a colour-cast scan, whose cast the model "corrects": imported, temples turned orange). It then **stops
    where the person stops**: a person segmenter (``segment.person``, MediaPipe's selfie segmentation) says where the
    backdrop begins, so the model's glow around the head is not pasted, even where hair and backdrop share a colour
-   (colour classes cut dark hair on a dark wall); and it is ``HAIR_STRENGTH`` times stronger inside.
+   (colour classes cut dark hair on a dark wall); and it is ``HAIR_STRENGTH`` times stronger inside, except on
+   skin-coloured pixels.
 
 5. **Colour.** A gender or age edit changes shade and saturation, never hue (``shade_change``, ``apply_shade``):
    CIELAB L* moves by the model's change and a* b* are scaled by its chroma gain, both made stronger by
@@ -76,9 +77,10 @@ IMPORT_FADE_BELOW = (1.0, 1.5)
 # 19 to 27; the 95th percentile of 100 held-out CelebA faces is 14.6.
 IMPORT_SKIN_DE = (12.0, 18.0)
 # A hair colour then stops where the person stops (``segment.person``: the backdrop beside the hair is left as it
-# was, where the model's change lit a glow), and is made HAIR_STRENGTH times stronger inside: the glow had been part
-# of what made the hair read as its new colour (the judge found blond on 69% of edits with it, 54% without, 69%
-# again at 1.3: docs/BLENDING.md).
+# was, where the model's change lit a glow), and is made HAIR_STRENGTH times stronger inside, except where the
+# photo's colour says skin (``colour_classes``: forehead and ears at the hair region's edge): the glow had been part
+# of what made the hair read as its new colour (the judge found blond on 69% of edits with it, 54% without, 63-66%
+# at 1.3: docs/BLENDING.md).
 HAIR_STRENGTH = 1.3
 # Every other edit (gender, age) is a change of shade and of saturation, not of hue (``shade_change``): CIELAB L*
 # moves by the model's own (denoised) change, and a* and b* are scaled together by the model's chroma gain, so no
@@ -149,7 +151,8 @@ def region_change(x_real: torch.Tensor, x_fake: torch.Tensor, x_ref: torch.Tenso
     model's drift lit a halo around the head."""
     if region == "hair":
         who = person(x_real)  # (N, 1, s, s), or None without the segmenter
-        return hair_change(x_real, x_fake, x_ref, faces) * (HAIR_STRENGTH if who is None else HAIR_STRENGTH * who)
+        gain = 1 + (HAIR_STRENGTH - 1) * (1 - colour_classes(x_real, faces)[:, 1:2])  # not on skin-coloured px
+        return hair_change(x_real, x_fake, x_ref, faces) * (gain if who is None else gain * who)
     p = colour_classes(x_real, faces)  # (N, 3, s, s) hair, skin, backdrop
     other = p[:, 2:] - p[:, :2].amax(1, keepdim=True)
     return shade_change(x_fake, x_ref) * denoise(1 - (other / COLOUR_MARGIN).clamp(0, 1))
