@@ -150,9 +150,9 @@ def region_change(x_real: torch.Tensor, x_fake: torch.Tensor, x_ref: torch.Tenso
     identity edit's fields (N, 2, s, s) (``shade_change``) except where the photo's colour says backdrop, where the
     model's drift lit a halo around the head."""
     if region == "hair":
-        who = person(x_real)  # (N, 1, s, s), or None without the segmenter
+        who = person(x_real)  # (N, 1, s, s), or None without the segmenter; softened like the change (denoise)
         gain = 1 + (HAIR_STRENGTH - 1) * (1 - colour_classes(x_real, faces)[:, 1:2])  # not on skin-coloured px
-        return hair_change(x_real, x_fake, x_ref, faces) * (gain if who is None else gain * who)
+        return hair_change(x_real, x_fake, x_ref, faces) * (gain if who is None else gain * denoise(who))
     p = colour_classes(x_real, faces)  # (N, 3, s, s) hair, skin, backdrop
     other = p[:, 2:] - p[:, :2].amax(1, keepdim=True)
     return shade_change(x_fake, x_ref) * denoise(1 - (other / COLOUR_MARGIN).clamp(0, 1))
