@@ -370,3 +370,27 @@ def test_a_blond_edit_leaves_the_backdrop_beside_the_hair_alone(shared_data, shi
     monkeypatch.setattr(segment, "session", lambda: None)
     _, _, (glow,) = colour_figures(before, lab, shipped(before, {"hair": "Blond"}).image, faces, [backdrop])
     assert glow > 5, glow
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_a_hair_colour_with_another_edit_keeps_its_colour(shared_data, shipped):
+    """Blond and old at once: the hair region takes the hair colour as the hair edit alone gives it (CIELAB change
+    at the crown within 2.5 of blond alone; before, the whole edit went through the shade-only blend and blond lost
+    its hue), and the face takes the age edit (the cheeks change as with old alone, not as with blond alone)."""
+    from benchmarks.colour import lab_image
+
+    photo = load_image(shared_data / "photos" / "skimage_astronaut.png")
+    faces = shipped.detect(photo)
+    x0, y0, x1, y1 = (int(t) for t in faces[0].box)
+    crown = np.s_[:, max(0, y0 - (y1 - y0) // 3):y0, x0:x1]
+    cheeks = np.s_[:, y0 + (y1 - y0) // 2:y0 + 3 * (y1 - y0) // 4, x0 + (x1 - x0) // 5:x1 - (x1 - x0) // 5]
+    lab0 = lab_image(photo)
+    change = {k: lab_image(shipped(photo, ch, faces=faces).image) - lab0
+              for k, ch in (("blond", {"hair": "Blond"}), ("old", {"age": "Old"}),
+                            ("both", {"hair": "Blond", "age": "Old"}))}
+    at = {k: d[crown].mean((1, 2)) for k, d in change.items()}
+    assert (at["blond"] - at["both"]).abs().max() < 2.5, at
+    assert at["blond"][1] > 3  # blond here is a visible hue change (a*), which the shade-only blend cannot make
+    face = {k: d[cheeks].mean((1, 2)) for k, d in change.items()}
+    assert (face["both"] - face["old"]).norm() < (face["both"] - face["blond"]).norm(), face

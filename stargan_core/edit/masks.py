@@ -65,8 +65,15 @@ def face_mask(face: Face, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 
 def region_mask(face: Face, u: torch.Tensor, v: torch.Tensor, region: str = "head") -> torch.Tensor:
-    """``hair_mask`` for region "hair", else ``head_mask``; either fades to 0 at the crop's edges."""
-    mask = hair_mask(face, u, v) if region == "hair" else head_mask(face, u, v)
+    """``hair_mask`` for region "hair"; for "rest" the head less the hair region (the face: what an edit of hair and
+    something else pastes as shade once the hair region has its colour); else ``head_mask``. Each fades to 0 at the
+    crop's edges."""
+    if region == "hair":
+        mask = hair_mask(face, u, v)
+    elif region == "rest":
+        mask = head_mask(face, u, v) * (1 - hair_mask(face, u, v))
+    else:
+        mask = head_mask(face, u, v)
     return mask * _inside_crop(u, face.crop_size) * _inside_crop(v, face.crop_size)
 
 

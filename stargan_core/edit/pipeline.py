@@ -116,9 +116,14 @@ class StarGANPipeline:
         c_trg, datasets = self.schema.target(c_org, choices, strength), self.schema.changed_datasets(choices)
         x_fake, x_ref = self._translate(x_real, c_org, c_trg, datasets, detail, faces)
         changed = self.schema.changed_groups(choices)
-        region = "hair" if changed and all(g.is_hair_colour for g in changed) else "head"  # blend.region_mask
-        out = paste_back(rgb, faces, x_fake, x_ref, detail=detail, region=region) if datasets else rgb
-        x_after = crops_after(x_real, x_fake, x_ref, faces, region) if detail else x_fake  # as pasted
+        hair = [g.is_hair_colour for g in changed]
+        # blend.region_mask: a hair colour through the hair region, anything else through the head as shade; both
+        # at once (blond and old): the hair region takes the hair colour, the rest of the head the shade
+        regions = ["hair"] if hair and all(hair) else ["hair", "rest"] if any(hair) and detail else ["head"]
+        out, x_after = rgb, x_real if detail else x_fake
+        for region in regions if datasets else []:
+            out = paste_back(out, faces, x_fake, x_ref, detail=detail, region=region)
+            x_after = x_after + crops_after(x_real, x_fake, x_ref, faces, region) - x_real if detail else x_fake
         crops = zip(index, faces, to_pil(x_real), to_pil(x_after), c_org, c_trg, strict=True)
         edits = [FaceEdit(i, f, b, a, dict(zip(self.schema.labels, co.tolist(), strict=True)), co, ct)
                  for i, f, b, a, co, ct in crops]
