@@ -14,30 +14,33 @@ from typing import get_type_hints
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per dataclass field, typed and defaulted from the field (choices from its metadata)."""
+    """One ``--flag`` per dataclass field, typed from the field (choices from its metadata). A flag not given
+    stays out of the parsed namespace (``SUPPRESS``), so that ``dataclass_from_args`` knows what was set."""
     hints = get_type_hints(cls)
     for f in fields(cls):
         default = f.default_factory() if f.default_factory is not MISSING else f.default
-        flag, tp = "--" + f.name.replace("_", "-"), hints[f.name]
+        flag, tp, kw = "--" + f.name.replace("_", "-"), hints[f.name], {"default": argparse.SUPPRESS}
         if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=f"default: {default}", **kw)
         elif getattr(tp, "__origin__", None) is list:
-            parser.add_argument(flag, nargs="+", type=tp.__args__[0], default=default,
-                                help=f"default: {' '.join(map(str, default))}")
+            parser.add_argument(flag, nargs="+", type=tp.__args__[0], help=f"default: {' '.join(map(str, default))}",
+                                **kw)
         else:  # a field may list its allowed values in metadata["choices"]
-            parser.add_argument(flag, type=tp, default=default, choices=f.metadata.get("choices"),
-                                help=f"default: {default}")
+            parser.add_argument(flag, type=tp, choices=f.metadata.get("choices"), help=f"default: {default}", **kw)
 
 
 def dataclass_from_args(cls: type, args: argparse.Namespace):
-    """Build ``cls`` from the parsed flags that ``add_dataclass_args`` added."""
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    """Build ``cls`` from the parsed flags that ``add_dataclass_args`` added (the field's default where a flag
+    was not given) and return it with the names of the fields that were given."""
+    given = {f.name for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**{name: getattr(args, name) for name in given}), given
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from .config import TrainConfig
     from .training.loop import train
-    train(dataclass_from_args(TrainConfig, args))
+    cfg, given = dataclass_from_args(TrainConfig, args)
+    train(cfg, given=given)
 
 
 def _cmd_export(args: argparse.Namespace) -> None:

@@ -101,6 +101,9 @@ class TrainConfig:
     # identity loss |G(x, c_org) - x|_1 (CycleGAN's identity mapping, Zhu et al. 2017; not in StarGAN: 0 = off). It
     # keeps G's colours where no change is asked, the drift the app's blend would otherwise carry into edits
     lambda_id: float = 0.0
+    # keep loss |G(x, c) - G0(x, c)|_1 on the datasets of the --init-from release G0 (Learning without Forgetting,
+    # Li & Hoiem 2016; not in StarGAN: 0 = off): a second dataset learnt without losing the release's own edits
+    lambda_keep: float = 0.0
     # optimisation
     num_iters: int = 200_000
     num_iters_decay: int = 100_000  # lr decays linearly to 0 over the last num_iters_decay steps

@@ -146,6 +146,19 @@ def test_identity_loss_is_off_by_default_and_adds_lambda_id_times_l1_to_x_when_o
     assert loss.item() == pytest.approx(base.item() + 5.0 * 0.2, rel=1e-5)
 
 
+def test_keep_loss_adds_lambda_keep_times_l1_to_the_release_translation_and_needs_one():
+    b = _joint_batch("celeba")
+    G, D = ShiftG(), LinearD(torch.randn(1, 3, 4, 4) * 0.1, JOINT.cls_dim)
+    w = TrainConfig(lambda_cls=2.0, lambda_keep=3.0)
+    base, logs = g_loss(Nets(G, D), b, w)
+    assert "G/loss_keep" not in logs  # no release translation in the batch: nothing to keep
+    b.x_keep = b.x_real + 0.25  # G(x, c_trg) = x + 0.1 * sum(c_trg)
+    loss, logs = g_loss(Nets(G, D), b, w)
+    keep = (0.1 * b.c_trg.sum(1).view(-1, 1, 1, 1) - 0.25).abs().mean()
+    assert float(logs["G/loss_keep"]) == pytest.approx(keep.item(), rel=1e-5)
+    assert loss.item() == pytest.approx(base.item() + 3.0 * keep.item(), rel=1e-5)
+
+
 def test_losses_are_pure_same_inputs_same_outputs():
     b = _joint_batch("celeba")
     G, D = ShiftG(), LinearD(torch.randn(1, 3, 4, 4), JOINT.cls_dim)

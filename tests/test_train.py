@@ -116,6 +116,19 @@ def test_resume_takes_the_saved_config_and_the_flags_given(tmp_path):
     assert merged == TrainConfig(**{**cfg.to_dict(), "num_iters": 300_000, "resume": True})
 
 
+def test_a_flag_given_on_resume_overrides_the_saved_config_even_when_it_is_the_default(tmp_path):
+    from stargan_core.cli import build_parser, dataclass_from_args
+    cfg = tiny_cfg(tmp_path)  # saved with n_critic 2; the default is 5
+    Path(cfg.out_dir).mkdir()
+    (Path(cfg.out_dir) / "train_config.json").write_text(json.dumps(cfg.to_dict()))
+    args = build_parser().parse_args(["train", "--out-dir", cfg.out_dir, "--resume", "--n-critic", "5"])
+    flags, given = dataclass_from_args(TrainConfig, args)
+    assert given == {"out_dir", "resume", "n_critic"}
+    merged = train_mod.resume_config(flags, given)
+    assert merged == TrainConfig(**{**cfg.to_dict(), "n_critic": 5, "resume": True})
+    assert train_mod.resume_config(flags).n_critic == 2  # without ``given`` a default value cannot override
+
+
 def test_resume_refuses_another_architecture(tmp_path):
     cfg = tiny_cfg(tmp_path, num_iters=1)
     train(cfg)
@@ -144,6 +157,36 @@ def test_a_run_goes_on_from_a_release_with_fresh_optimisers_at_the_given_step(tm
     assert all(torch.equal(v, first.G.state_dict()[k]) for k, v in g0.items())
     assert all(torch.equal(v, first.D.state_dict()[k]) for k, v in d0.items())
     assert lr == pytest.approx(learning_rate(cfg.d_lr, 4, 6, 4)) and n_opt_state == 0  # schedule at step 4, fresh Adam
+
+
+def test_lambda_keep_pins_g_to_the_release_on_the_release_datasets_only(tmp_path, monkeypatch):
+    from stargan_core.training.state import init_from_release
+    one = tiny_cfg(tmp_path / "a")
+    first = train(replace(one, csv_dirs=one.csv_dirs[:1]))  # a release that knows "shapes" only
+    release = save_release(first.G, load_generator(tmp_path / "a" / "run" / CKPT_NAME)[1], tmp_path / "release",
+                           dtype=torch.float32, D=first.D)
+    seen, real_update = [], train_mod.update
+
+    def spy(nets, d_opt, g_opt, batch, cfg, g_step, *args, **kw):
+        seen.append((g_step, batch.c_trg[0, -2:].tolist(), batch.x_real, batch.c_trg, batch.x_keep))
+        return real_update(nets, d_opt, g_opt, batch, cfg, g_step, *args, **kw)
+
+    monkeypatch.setattr(train_mod, "update", spy)
+    cfg = tiny_cfg(tmp_path / "b", init_from=str(release), init_step=4, num_iters=6, lambda_keep=5.0)
+    result = train(cfg)
+    teacher = train_mod.build_generator(load_generator(Path(cfg.out_dir) / CKPT_NAME)[1]).eval()
+    init_from_release(str(release), teacher, None, load_generator(Path(cfg.out_dir) / CKPT_NAME)[1])
+    kept = [(mask, x, c, keep) for g_step, mask, x, c, keep in seen if keep is not None]
+    assert [mask for mask, *_ in kept] == [[1.0, 0.0]]  # one G step, on the release's dataset only
+    assert all(keep is None for g_step, mask, *_, keep in seen if not g_step or mask == [0.0, 1.0])
+    _, x, c, keep = kept[0]
+    with torch.no_grad():
+        assert torch.allclose(keep, teacher(x, c), atol=1e-6)
+    # G has not moved before its first step, so the release and G agree: the loss is 0 and grows after
+    assert float(result.logs["G/loss_keep/shapes"]) == pytest.approx(0.0, abs=1e-6)
+    assert "G/loss_keep/forms" not in result.logs
+    with pytest.raises(ValueError, match="--init-from"):
+        train(tiny_cfg(tmp_path / "c", num_iters=1, lambda_keep=1.0))
 
 
 def test_init_from_refuses_another_architecture_and_starts_d_fresh_without_one(tmp_path, capsys):
@@ -292,7 +335,7 @@ def test_two_process_gloo_ddp_replicas_hold_identical_weights(tmp_path):
 def test_resize_and_ns_r1_flags_reach_the_config_and_bad_values_are_refused(capsys):
     from stargan_core.cli import build_parser, dataclass_from_args
     args = build_parser().parse_args(["train", "--upsample", "resize", "--adv-loss", "ns-r1", "--lambda-r1", "0.5"])
-    cfg = dataclass_from_args(TrainConfig, args)
+    cfg, _ = dataclass_from_args(TrainConfig, args)
     assert (cfg.upsample, cfg.adv_loss, cfg.lambda_r1) == ("resize", "ns-r1", 0.5)
     assert (TrainConfig().upsample, TrainConfig().adv_loss) == ("deconv", "wgan-gp")  # the paper's recipe
     with pytest.raises(SystemExit):

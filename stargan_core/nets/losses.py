@@ -33,6 +33,7 @@ class Batch:
     c_trg: torch.Tensor  # (N, c_dim)
     groups: list[tuple[slice, str]]  # this dataset's groups: (positions in cls_dim, kind)
     alpha: torch.Tensor  # (N, 1, 1, 1) uniform in [0, 1): where x_hat lies between x_fake and x_real
+    x_keep: torch.Tensor | None = None  # (N, 3, H, W) a frozen release's G(x_real, c_trg), for lambda_keep
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, groups: list[tuple[slice, str]]) -> torch.Tensor:
@@ -92,7 +93,8 @@ def d_loss(nets: Nets, batch: Batch, w: TrainConfig) -> tuple[torch.Tensor, dict
 def g_loss(nets: Nets, batch: Batch, w: TrainConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 7 for G: L_G = L_adv + lambda_cls L_cls^f + lambda_rec L_rec (eq. 4: cycle back with c_org, L1).
     L_adv is -D(G(x, c)) for ``wgan-gp`` and its non-saturating form softplus(-D(G(x, c))) for ``ns-r1``;
-    ``lambda_id`` > 0 adds lambda_id |x - G(x, c_org)|_1 (not in the paper)."""
+    ``lambda_id`` > 0 adds lambda_id |x - G(x, c_org)|_1 and ``lambda_keep`` > 0 with ``batch.x_keep``
+    lambda_keep |G(x, c_trg) - x_keep|_1 (neither is in the paper)."""
     x_fake = nets.G(batch.x_real, batch.c_trg)  # (N, 3, H, W)
     out_src, out_cls = nets.D(x_fake)
     g_loss_fake = F.softplus(-out_src).mean() if w.adv_loss == "ns-r1" else -out_src.mean()
@@ -104,5 +106,8 @@ def g_loss(nets: Nets, batch: Batch, w: TrainConfig) -> tuple[torch.Tensor, dict
     if w.lambda_id:  # optional: G(x, c_org) should be x itself (CycleGAN's identity loss), not a recoloured x
         logs["G/loss_id"] = (batch.x_real - nets.G(batch.x_real, batch.c_org)).abs().mean()
         loss = loss + w.lambda_id * logs["G/loss_id"]
+    if w.lambda_keep and batch.x_keep is not None:  # optional: the release's translation of this batch, kept
+        logs["G/loss_keep"] = (x_fake - batch.x_keep).abs().mean()
+        loss = loss + w.lambda_keep * logs["G/loss_keep"]
     logs["G/loss"] = loss
     return loss, {k: v.detach() for k, v in logs.items()}

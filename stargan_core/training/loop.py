@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -186,14 +186,16 @@ def _sample(G: Generator, fixed: list, schema: DomainSchema, path: Path) -> None
     G.train()
 
 
-def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | None = None) -> TrainResult:
+def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | None = None,
+          given: Collection[str] | None = None) -> TrainResult:
     """Train G and D as in the paper; see the module docstring. Returns the nets, the step and last losses.
 
     ``monitor(step, G, logs)``, if given, is called after every step (``classroom.learn`` watches a run with
     it); returning True stops the run like Ctrl-C (finish the step, save, return). It must not touch G's weights.
+    ``given``: the fields a command line set, which override a resumed run's saved config (``resume_config``).
     """
     # ----- setup: processes, device, data, networks, optimisers, resume -------------------------------------------
-    cfg = resume_config(cfg) if cfg.resume else cfg
+    cfg = resume_config(cfg, given) if cfg.resume else cfg
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(cfg.device, local_rank)
@@ -218,6 +220,13 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
     elif cfg.init_from:  # a run lost with its machine goes on from the committed release
         init_from_release(cfg.init_from, G, D, mcfg, rank)
         start = cfg.init_step  # the schedule and the data order go on from there
+    keep = None  # lambda_keep: the release, frozen, and the datasets whose edits it keeps
+    if cfg.lambda_keep:
+        if not cfg.init_from:
+            raise ValueError("--lambda-keep keeps the edits of the --init-from release: name that release")
+        teacher = build_generator(mcfg).to(device)
+        known = {ds.name for ds in init_from_release(cfg.init_from, teacher, None, mcfg, rank).schema.datasets}
+        keep = (teacher.eval().requires_grad_(False), known)
     if rank == 0:
         (run / "samples").mkdir(parents=True, exist_ok=True)
         tmp = run / f".train_config.json.{os.getpid()}"  # atomic: other ranks may be reading it (resume)
@@ -274,7 +283,11 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
             for j, (name, stream) in enumerate(streams):
                 x, labels = next(stream)
                 batch = make_batch(x, labels, schema, name, _step_generator(cfg.seed, step, rank, j), device, cfg.flip)
-                step_logs = update(nets, d_opt, g_opt, batch, cfg, (step + 1) % cfg.n_critic == 0, amp)
+                g_step = (step + 1) % cfg.n_critic == 0
+                if g_step and keep is not None and name in keep[1]:
+                    with torch.no_grad(), amp():
+                        batch.x_keep = keep[0](batch.x_real, batch.c_trg)
+                step_logs = update(nets, d_opt, g_opt, batch, cfg, g_step, amp)
                 bad |= ~torch.stack([v for k, v in step_logs.items() if k in ("D/loss", "G/loss")]).isfinite().all()
                 logs.update({k + (f"/{name}" if len(streams) > 1 else ""): v for k, v in step_logs.items()})
 

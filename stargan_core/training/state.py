@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Collection
 from pathlib import Path
 
 import torch
@@ -69,10 +70,13 @@ def load_training_state(path: str | Path, nets: dict[str, nn.Module], optimizers
     return state
 
 
-def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelConfig, rank: int = 0) -> None:
-    """Copy a release's G (and D, when it ships one) into the fresh nets, converted to this run's model first."""
+def init_from_release(folder: str, G: Generator, D: Discriminator | None, mcfg: ModelConfig,
+                      rank: int = 0) -> ModelConfig:
+    """Copy a release's G (and D, when it ships one and ``D`` is given) into the fresh nets, converted to this
+    run's model first. Returns the release's own model config (its datasets, before any surgery)."""
     G0, cfg0 = load_generator(folder)
-    D0 = load_discriminator(folder)[0] if (Path(folder) / D_WEIGHTS_NAME).is_file() else None
+    release = cfg0
+    D0 = load_discriminator(folder)[0] if D is not None and (Path(folder) / D_WEIGHTS_NAME).is_file() else None
     say = print if rank == 0 else (lambda *a, **k: None)
     if cfg0.upsample == "deconv" and mcfg.upsample == "resize":  # the paper's G -> resize-conv
         G0, cfg0 = to_resize_upsampling(G0, cfg0)
@@ -94,16 +98,19 @@ def init_from_release(folder: str, G: Generator, D: Discriminator, mcfg: ModelCo
     G.load_state_dict(G0.state_dict())
     if D0 is not None:
         D.load_state_dict(D0.state_dict())
-    else:
+    elif D is not None:
         say(f"{folder} has no {D_WEIGHTS_NAME}: the discriminator starts from scratch", flush=True)
+    return release
 
 
-def resume_config(cfg: TrainConfig) -> TrainConfig:
-    """For ``--resume``: the run's saved config, overridden by every field of ``cfg`` that is not a default, so
-    ``train --out-dir runs/x --resume`` continues as it was and ``--num-iters 300000`` extends it."""
+def resume_config(cfg: TrainConfig, given: Collection[str] | None = None) -> TrainConfig:
+    """For ``--resume``: the run's saved config, overridden by the fields named in ``given`` (the flags a
+    command line set) or, without ``given``, by every field of ``cfg`` that is not a default. So ``train --out-dir
+    runs/x --resume`` continues as it was, ``--num-iters 300000`` extends it and ``--n-critic 5`` sets a field
+    back to its default."""
     saved = Path(cfg.out_dir) / "train_config.json"
     if not saved.is_file():
         return cfg
     defaults = TrainConfig().to_dict()
-    ours = {k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
+    ours = {k: v for k, v in cfg.to_dict().items() if (k in given if given is not None else v != defaults[k])}
     return TrainConfig.from_dict({**json.loads(saved.read_text()), **ours, "resume": True})
