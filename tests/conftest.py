@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: the real data beside the checkout (skipped with a reason when absent), fixed seeds,
-tiny random-weight models, and the app served in-process. Test modules import the helpers with
-``from conftest import ...``; the heavy imports (the detector, Gradio) happen only when a helper is used.
+torch's thread count kept, tiny random-weight models and training runs, and the app served in-process. Test modules
+import the helpers with ``from conftest import ...``; the heavy imports (the detector, Gradio) happen only when a
+helper is used.
 """
 import os
 import socket
@@ -9,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from stargan_core.config import ModelConfig
+from stargan_core.classroom.shapes import ShapeWorld
+from stargan_core.config import ModelConfig, TrainConfig
 from stargan_core.domains import CELEBA5
 from stargan_core.nets.model import build_discriminator, build_generator
-from stargan_core.weights.formats import save_release
+from stargan_core.weights.formats import CKPT_NAME, save_release
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -28,6 +30,14 @@ TINY = ModelConfig(image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """Each test leaves torch's thread count as it found it (train(num_threads=1) sets it for the process)."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +79,23 @@ def write_tiny_release(folder: Path, schema=CELEBA5, with_d: bool = True) -> Pat
     torch.manual_seed(0)
     cfg = ModelConfig(schema=schema, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=2)
     return save_release(build_generator(cfg), cfg, folder, D=build_discriminator(cfg) if with_d else None)
+
+
+# ----- tiny training runs -------------------------------------------------------------------------------------
+def tiny_cfg(tmp_path: Path, **kw) -> TrainConfig:
+    """A TrainConfig on two tiny on-disk datasets (so the mask alternation runs too) and the smallest nets."""
+    world = ShapeWorld(16)
+    dirs = [world.write(tmp_path / "shapes", "shapes", 24, 1), world.write(tmp_path / "forms", "forms", 24, 2)]
+    base = dict(csv_dirs=dirs, image_size=16, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=2,
+                batch_size=4, num_workers=0, n_critic=2, num_iters=6, num_iters_decay=4, log_every=1,
+                sample_every=3, n_samples=2, ckpt_every=100, out_dir=str(tmp_path / "run"), test_split=4,
+                num_threads=1)  # one thread: reproducible, and far faster than two on a shared machine
+    return TrainConfig(**{**base, **kw})
+
+
+def run_state(run_dir) -> dict:
+    """The training state a run saved last (its checkpoint.pt)."""
+    return torch.load(Path(run_dir) / CKPT_NAME, weights_only=True)
 
 
 # ----- the app, served in this process ------------------------------------------------------------------------

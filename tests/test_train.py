@@ -1,12 +1,12 @@
-"""The training loop: lr schedule, exact resume, atomic checkpoints, the NaN guard, 2-process DDP, a learning test
-on synthetic shapes judged from pixels, and a short real run through the CLI."""
+"""The training loop: lr schedule, exact resume, atomic checkpoints, the NaN guard, the decoding cache, compile,
+2-process DDP, a learning test on synthetic shapes judged from pixels, and a short real run through the CLI. What a
+run starts from (--init-from) and the recipe options are test_train_recipes.py's."""
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,37 +14,15 @@ import torch
 from PIL import Image
 
 import stargan_core.training.loop as train_mod
+from conftest import run_state, tiny_cfg
 from stargan_core.classroom.learn import Knobs, Lesson
-from stargan_core.classroom.shapes import ShapeWorld as World
 from stargan_core.config import TrainConfig
 from stargan_core.nets.translate import translate_domains
 from stargan_core.training.loop import learning_rate, train
 from stargan_core.training.state import save_training_state
-from stargan_core.weights.formats import CKPT_NAME, load_generator, save_release
+from stargan_core.weights.formats import CKPT_NAME, load_generator
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_cfg(tmp_path: Path, **kw) -> TrainConfig:
-    """Two tiny on-disk datasets (so the mask alternation runs too) and the smallest nets."""
-    world = World(16)
-    dirs = [world.write(tmp_path / "shapes", "shapes", 24, 1), world.write(tmp_path / "forms", "forms", 24, 2)]
-    base = dict(csv_dirs=dirs, image_size=16, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=2,
-                batch_size=4, num_workers=0, n_critic=2, num_iters=6, num_iters_decay=4, log_every=1,
-                sample_every=3, n_samples=2, ckpt_every=100, out_dir=str(tmp_path / "run"), test_split=4,
-                num_threads=1)  # one thread: reproducible, and far faster than two on a shared machine
-    return TrainConfig(**{**base, **kw})
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    n = torch.get_num_threads()  # train(num_threads=1) sets it for the process
-    yield
-    torch.set_num_threads(n)
-
-
-def _state(run_dir) -> dict:
-    return torch.load(Path(run_dir) / CKPT_NAME, weights_only=True)
 
 
 # ----- schedule, resume, atomic writes, NaN guard ------------------------------------------------------------------
@@ -63,7 +41,7 @@ def test_run_writes_checkpoint_samples_config_and_logs(tmp_path):
     cfg = tiny_cfg(tmp_path)
     result = train(cfg)
     run = Path(cfg.out_dir)
-    state = _state(run)
+    state = run_state(run)
     assert result.step == state["step"] == 6
     assert set(state) == {"G", "D", "g_opt", "d_opt", "step", "model_config", "train_config", "rng"}
     assert json.loads((run / "train_config.json").read_text())["csv_dirs"] == cfg.csv_dirs
@@ -94,12 +72,12 @@ def test_ctrl_c_saves_and_resume_equals_an_uninterrupted_run(tmp_path, monkeypat
     cfg = tiny_cfg(tmp_path / "b")
     monkeypatch.setattr(train_mod, "update", update_then_ctrl_c)
     stopped = train(cfg)
-    assert stopped.step == 3 and _state(cfg.out_dir)["step"] == 3 and len(calls) == 6  # the step was finished
+    assert stopped.step == 3 and run_state(cfg.out_dir)["step"] == 3 and len(calls) == 6  # the step was finished
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     monkeypatch.setattr(train_mod, "update", real_update)
     resumed = train(TrainConfig(out_dir=cfg.out_dir, resume=True))  # the rest comes from train_config.json
     assert resumed.step == 6 and resumed.logs == full.logs
-    a, b = _state(tmp_path / "a" / "run"), _state(cfg.out_dir)
+    a, b = run_state(tmp_path / "a" / "run"), run_state(cfg.out_dir)
     for net in ("G", "D"):
         for k, v in a[net].items():
             assert torch.equal(v, b[net][k]), (net, k)
@@ -134,91 +112,6 @@ def test_resume_refuses_another_architecture(tmp_path):
     train(cfg)
     with pytest.raises(ValueError, match="another model or data schema"):
         train(TrainConfig(**{**cfg.to_dict(), "resume": True, "g_conv_dim": 16, "num_iters": 2}))
-
-
-def test_a_run_goes_on_from_a_release_with_fresh_optimisers_at_the_given_step(tmp_path, monkeypatch):
-    first = train(tiny_cfg(tmp_path / "a"))
-    release = save_release(first.G, load_generator(tmp_path / "a" / "run" / CKPT_NAME)[1], tmp_path / "release",
-                           dtype=torch.float32, D=first.D)
-    seen, real_update = [], train_mod.update
-
-    def spy(nets, d_opt, g_opt, *args, **kw):  # what the first update of the new run starts from
-        if not seen:
-            seen.append(({k: v.clone() for k, v in nets.G.state_dict().items()},
-                         {k: v.clone() for k, v in nets.D.state_dict().items()}, d_opt.param_groups[0]["lr"],
-                         len(d_opt.state)))
-        return real_update(nets, d_opt, g_opt, *args, **kw)
-
-    monkeypatch.setattr(train_mod, "update", spy)
-    cfg = tiny_cfg(tmp_path / "b", init_from=str(release), init_step=4, num_iters=6, num_iters_decay=4)
-    result = train(cfg)
-    g0, d0, lr, n_opt_state = seen[0]
-    assert result.step == 6 and _state(cfg.out_dir)["step"] == 6
-    assert all(torch.equal(v, first.G.state_dict()[k]) for k, v in g0.items())
-    assert all(torch.equal(v, first.D.state_dict()[k]) for k, v in d0.items())
-    assert lr == pytest.approx(learning_rate(cfg.d_lr, 4, 6, 4)) and n_opt_state == 0  # schedule at step 4, fresh Adam
-
-
-def test_lambda_keep_pins_g_to_the_release_on_the_release_datasets_only(tmp_path, monkeypatch):
-    from stargan_core.training.state import init_from_release
-    one = tiny_cfg(tmp_path / "a")
-    first = train(replace(one, csv_dirs=one.csv_dirs[:1]))  # a release that knows "shapes" only
-    release = save_release(first.G, load_generator(tmp_path / "a" / "run" / CKPT_NAME)[1], tmp_path / "release",
-                           dtype=torch.float32, D=first.D)
-    seen, real_update = [], train_mod.update
-
-    def spy(nets, d_opt, g_opt, batch, cfg, g_step, *args, **kw):
-        seen.append((g_step, batch.c_trg[0, -2:].tolist(), batch.x_real, batch.c_trg, batch.x_keep))
-        return real_update(nets, d_opt, g_opt, batch, cfg, g_step, *args, **kw)
-
-    monkeypatch.setattr(train_mod, "update", spy)
-    cfg = tiny_cfg(tmp_path / "b", init_from=str(release), init_step=4, num_iters=6, lambda_keep=5.0)
-    result = train(cfg)
-    teacher = train_mod.build_generator(load_generator(Path(cfg.out_dir) / CKPT_NAME)[1]).eval()
-    init_from_release(str(release), teacher, None, load_generator(Path(cfg.out_dir) / CKPT_NAME)[1])
-    kept = [(mask, x, c, keep) for g_step, mask, x, c, keep in seen if keep is not None]
-    assert [mask for mask, *_ in kept] == [[1.0, 0.0]]  # one G step, on the release's dataset only
-    assert all(keep is None for g_step, mask, *_, keep in seen if not g_step or mask == [0.0, 1.0])
-    _, x, c, keep = kept[0]
-    with torch.no_grad():
-        assert torch.allclose(keep, teacher(x, c), atol=1e-6)
-    # G has not moved before its first step, so the release and G agree: the loss is 0 and grows after
-    assert float(result.logs["G/loss_keep/shapes"]) == pytest.approx(0.0, abs=1e-6)
-    assert "G/loss_keep/forms" not in result.logs
-    with pytest.raises(ValueError, match="--init-from"):
-        train(tiny_cfg(tmp_path / "c", num_iters=1, lambda_keep=1.0))
-
-
-def test_init_from_refuses_another_architecture_and_starts_d_fresh_without_one(tmp_path, capsys):
-    first = train(tiny_cfg(tmp_path / "a", num_iters=1))
-    cfg0 = load_generator(tmp_path / "a" / "run" / CKPT_NAME)[1]
-    save_release(first.G, cfg0, tmp_path / "g_only")
-    with pytest.raises(ValueError, match="differs from this run"):
-        train(tiny_cfg(tmp_path / "b", init_from=str(tmp_path / "g_only"), g_repeat_num=2, num_iters=1))
-    train(tiny_cfg(tmp_path / "c", init_from=str(tmp_path / "g_only"), num_iters=1))
-    assert "the discriminator starts from scratch" in capsys.readouterr().out
-
-
-def test_init_from_a_deconv_release_with_upsample_resize_converts_its_up_convs(tmp_path, capsys):
-    first = train(tiny_cfg(tmp_path / "a", num_iters=1))
-    cfg0 = load_generator(tmp_path / "a" / "run" / CKPT_NAME)[1]
-    release = save_release(first.G, cfg0, tmp_path / "rel", dtype=torch.float32, D=first.D)
-    result = train(tiny_cfg(tmp_path / "b", init_from=str(release), init_step=4, num_iters=5, upsample="resize"))
-    assert "transposed convs became nearest-resize 3x3 convs" in capsys.readouterr().out
-    G, cfg = load_generator(tmp_path / "b" / "run" / CKPT_NAME)
-    assert result.step == 5 and cfg.upsample == "resize" and cfg == replace(cfg0, upsample="resize")
-    assert G.main[-5][1].weight.shape[-2:] == (3, 3)  # the last up conv is a 3x3 after a resize
-
-
-def test_init_from_with_a_wider_g_conv_dim_widens_the_release_and_trains(tmp_path, capsys):
-    first = train(tiny_cfg(tmp_path / "a", num_iters=1))
-    cfg0 = load_generator(tmp_path / "a" / "run" / CKPT_NAME)[1]
-    release = save_release(first.G, cfg0, tmp_path / "rel", dtype=torch.float32, D=first.D)
-    train(tiny_cfg(tmp_path / "b", init_from=str(release), init_step=4, num_iters=6, g_conv_dim=12))
-    assert "G widened from 8 to 12 base channels" in capsys.readouterr().out
-    G, cfg = load_generator(tmp_path / "b" / "run" / CKPT_NAME)
-    assert cfg == replace(cfg0, g_conv_dim=12) and G.main[0].weight.shape[0] == 12
-    assert not torch.equal(G.main[0].weight[:8], first.G.main[0].weight)  # it trained on from the release's
 
 
 def test_a_cache_over_the_limit_falls_back_to_decoding_per_step(tmp_path, monkeypatch, capsys):
@@ -296,7 +189,7 @@ def test_nan_loss_stops_with_a_message_and_the_last_good_checkpoint_intact(tmp_p
     monkeypatch.setattr(train_mod, "g_loss", g_loss_nan_at_step_5)
     with pytest.raises(FloatingPointError, match=r"step 6: .*NaN.*last good checkpoint .*is intact"):
         train(cfg)
-    state = _state(cfg.out_dir)
+    state = run_state(cfg.out_dir)
     assert state["step"] == 3  # the save at step 6 was refused: weights were already NaN
     assert all(v.isfinite().all() for v in state["G"].values() if v.is_floating_point())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -328,51 +221,7 @@ def test_two_process_gloo_ddp_replicas_hold_identical_weights(tmp_path):
     torch.manual_seed(cfg.seed)  # the initial weights, as train() draws them
     init = train_mod.build_generator(load_generator(Path(cfg.out_dir) / CKPT_NAME)[1])
     assert not torch.equal(init.state_dict()["main.0.weight"], r0["G"]["main.0.weight"])  # it did train
-    assert _state(cfg.out_dir)["step"] == 4 and (Path(cfg.out_dir) / "samples" / "000004-shapes.jpg").is_file()
-
-
-# ----- the documented improvements from the StarGAN line, as options ----------------------------------------------
-def test_resize_and_ns_r1_flags_reach_the_config_and_bad_values_are_refused(capsys):
-    from stargan_core.cli import build_parser, dataclass_from_args
-    args = build_parser().parse_args(["train", "--upsample", "resize", "--adv-loss", "ns-r1", "--lambda-r1", "0.5"])
-    cfg, _ = dataclass_from_args(TrainConfig, args)
-    assert (cfg.upsample, cfg.adv_loss, cfg.lambda_r1) == ("resize", "ns-r1", 0.5)
-    assert (TrainConfig().upsample, TrainConfig().adv_loss) == ("deconv", "wgan-gp")  # the paper's recipe
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["train", "--upsample", "bilinear"])
-    assert "invalid choice: 'bilinear' (choose from 'deconv', 'resize')" in capsys.readouterr().err
-
-
-def test_a_resize_ns_r1_run_trains_exports_and_its_release_runs_through_load_model_and_the_pipeline(tmp_path):
-    from stargan_core.edit.inference import MAX_ERROR, fp32, mean_error, onnxruntime, onnxruntime_int8_blocks
-    from stargan_core.edit.pipeline import StarGANPipeline
-    from stargan_core.weights.card import model_card
-    from stargan_core.weights.formats import export_run
-    from stargan_core.weights.hub import load_model
-
-    cfg = tiny_cfg(tmp_path, image_size=32, g_repeat_num=2, upsample="resize", adv_loss="ns-r1", num_iters=4,
-                   sample_every=100)
-    result = train(cfg)
-    assert result.step == 4 and {"D/loss_r1/shapes", "D/loss_real/forms", "G/loss_fake/shapes"} <= set(result.logs)
-    assert not any("loss_gp" in k for k in result.logs) and all(map(torch.isfinite, map(torch.tensor,
-                                                                                       result.logs.values())))
-    release = export_run(cfg.out_dir, tmp_path / "release")
-    assert json.loads((release / "config.json").read_text())["upsample"] == "resize"
-    loaded = load_model(str(release))  # a local release folder: G strictly, D beside it
-    assert loaded.config.upsample == "resize" and loaded.D is not None
-    assert isinstance(loaded.G.main[11][0], torch.nn.Upsample)  # 9 + 2 residual blocks: the first up stage
-    x, c = torch.rand(2, 3, 32, 32) * 2 - 1, torch.eye(9)[:2]
-    with torch.no_grad():  # the release is the trained G, in fp16
-        assert (loaded.G(x, c) - result.G.cpu().eval()(x, c)).abs().max() < 0.02
-    ref = fp32(loaded.G, x, c)(x, c)
-    assert mean_error(onnxruntime(loaded.G, x, c)(x, c), ref) < 0.01  # ONNX export (Resize op) in fp32
-    # the cautious int8 recipe, for nets whose ranges int8 does not hold (a 4-step net is near random): it finds
-    # the residual blocks after the first (main.10 here) by name
-    assert mean_error(onnxruntime_int8_blocks(loaded.G, x, c)(x, c), ref) < MAX_ERROR
-    pipe = StarGANPipeline(loaded.G, loaded.config, loaded.D, path="fp32")
-    figure = pipe.all_domains(Image.new("RGB", (40, 40), (200, 120, 90)), whole_image=True)
-    assert figure.width == 32 * (1 + 7) and figure.height > 32  # the input, then 4 shapes + 3 forms domains
-    assert "nearest-neighbour resize + 3x3 convolution" in model_card(release)
+    assert run_state(cfg.out_dir)["step"] == 4 and (Path(cfg.out_dir) / "samples" / "000004-shapes.jpg").is_file()
 
 
 # ----- a short real run through the command line --------------------------------------------------------------------
