@@ -1,14 +1,16 @@
 """Shared fixtures and helpers: the real data beside the checkout (skipped with a reason when absent), fixed seeds,
-torch's thread count kept, tiny random-weight models and training runs, and the app served in-process. Test modules
-import the helpers with ``from conftest import ...``; the heavy imports (the detector, Gradio) happen only when a
-helper is used.
+torch's thread count kept, tiny random-weight models, images and training runs, and the app served in-process. Test
+modules import the helpers with ``from conftest import ...``; the heavy imports (the detector, Gradio) happen only
+when a helper is used.
 """
 import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from stargan_core.classroom.shapes import ShapeWorld
 from stargan_core.config import ModelConfig, TrainConfig
@@ -79,6 +81,15 @@ def write_tiny_release(folder: Path, schema=CELEBA5, with_d: bool = True) -> Pat
     torch.manual_seed(0)
     cfg = ModelConfig(schema=schema, image_size=32, g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=2)
     return save_release(build_generator(cfg), cfg, folder, D=build_discriminator(cfg) if with_d else None)
+
+
+# ----- tiny images --------------------------------------------------------------------------------------------
+def texture(w: int, h: int, seed: int = 0) -> Image.Image:
+    """A smooth random RGB photo stand-in in [40, 215] (no clipping when edited by +-25)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(1, 3, h // 16 + 2, w // 16 + 2, generator=g)
+    x = torch.nn.functional.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    return Image.fromarray((40 + 175 * x).permute(1, 2, 0).numpy().round().astype(np.uint8))
 
 
 # ----- tiny training runs -------------------------------------------------------------------------------------
