@@ -1,7 +1,7 @@
 """Shared fixtures and helpers: the real data beside the checkout (skipped with a reason when absent), fixed seeds,
-torch's thread count kept, tiny random-weight models, images and training runs, and the app served in-process. Test
-modules import the helpers with ``from conftest import ...``; the heavy imports (the detector, Gradio) happen only
-when a helper is used.
+torch's thread count kept, tiny random-weight models, images, data folders and training runs, and the app served
+in-process. Test modules import the helpers with ``from conftest import ...``; the heavy imports (the detector,
+Gradio) happen only when a helper is used.
 """
 import os
 import socket
@@ -83,13 +83,42 @@ def write_tiny_release(folder: Path, schema=CELEBA5, with_d: bool = True) -> Pat
     return save_release(build_generator(cfg), cfg, folder, D=build_discriminator(cfg) if with_d else None)
 
 
-# ----- tiny images --------------------------------------------------------------------------------------------
+# ----- tiny images and data folders ---------------------------------------------------------------------------
 def texture(w: int, h: int, seed: int = 0) -> Image.Image:
     """A smooth random RGB photo stand-in in [40, 215] (no clipping when edited by +-25)."""
     g = torch.Generator().manual_seed(seed)
     low = torch.rand(1, 3, h // 16 + 2, w // 16 + 2, generator=g)
     x = torch.nn.functional.interpolate(low, size=(h, w), mode="bicubic", align_corners=False)[0].clamp(0, 1)
     return Image.fromarray((40 + 175 * x).permute(1, 2, 0).numpy().round().astype(np.uint8))
+
+
+FAKE_CELEBA_ATTRS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Smiling", "Young"]
+
+
+def write_image(path: Path, size=(178, 218), value=None) -> None:
+    """A random (or ``value``-filled) RGB image at ``path``, img_align_celeba-sized unless told."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(len(path.name))
+    px = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8) if value is None \
+        else torch.full((size[1], size[0], 3), value, dtype=torch.uint8)
+    Image.fromarray(px.numpy()).save(path)
+
+
+def fake_celeba(root: Path, n: int = 6, broken: bool = True) -> list[list[str]]:
+    """A CelebA folder of ``n`` images (list_attr_celeba.txt with FAKE_CELEBA_ATTRS, images/); with ``broken``, the
+    third image is unreadable. Returns the attribute file's rows."""
+    rows = []
+    for i in range(n):
+        name = f"{i + 1:06d}.jpg"
+        vals = ["1" if (i + k) % 3 == 0 else "-1" for k in range(len(FAKE_CELEBA_ATTRS))]
+        rows.append([name, *vals])
+        if not (broken and i == 2):
+            write_image(root / "images" / name)
+    if broken:
+        (root / "images" / "000003.jpg").write_bytes(b"not a jpeg")  # unreadable: skipped, counted
+    lines = [str(n), " ".join(FAKE_CELEBA_ATTRS)] + [" ".join(r) for r in rows]
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    return rows
 
 
 # ----- tiny training runs -------------------------------------------------------------------------------------
