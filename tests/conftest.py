@@ -1,7 +1,7 @@
 """Shared fixtures and helpers: the real data beside the checkout (skipped with a reason when absent), fixed seeds,
-torch's thread count kept, tiny random-weight models, images, data folders and training runs, and the app served
-in-process. Test modules import the helpers with ``from conftest import ...``; the heavy imports (the detector,
-Gradio) happen only when a helper is used.
+torch's thread count kept, an empty offline HF_HOME, tiny random-weight models, images, data folders and training
+runs, and the app served in-process. Test modules import the helpers with ``from conftest import ...``; the heavy
+imports (the detector, Gradio, huggingface_hub) happen only when a helper is used.
 """
 import os
 import socket
@@ -65,6 +65,19 @@ def detector():
     """One MTCNN for the whole session (creating it is what is slow)."""
     from stargan_core.edit.faces import FaceDetector
     return FaceDetector()
+
+
+@pytest.fixture
+def hf_home(tmp_path, monkeypatch):
+    """A fresh, empty HF_HOME, offline, no STARGAN_MODEL, and no shipped release unless a test adds one (the hub
+    tests ask for it for every test)."""
+    from stargan_core.weights import hub
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("STARGAN_MODEL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "SHIPPED_DIR", tmp_path / "checkpoints")
+    return tmp_path / "hf"
 
 
 # ----- tiny models --------------------------------------------------------------------------------------------

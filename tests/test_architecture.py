@@ -27,7 +27,7 @@ LAYERS = [  # bottom to top
     ("stargan_core.classroom",),
     ("stargan_core.cli", "stargan_core.__main__", "stargan_core.pipeline", "stargan_core"),
 ]
-OURS = ("stargan_core", "demo", "benchmarks", "conftest", "official_layout", "test_")
+OURS = ("stargan_core", "demo", "benchmarks", "conftest", "official_layout", "hub_files", "test_")
 SOURCES = sorted([*PACKAGE.rglob("*.py"), *(ROOT / "demo").glob("*.py"), *(ROOT / "benchmarks").glob("*.py"),
                   ROOT / "app.py"])
 ALL_PY = sorted([*SOURCES, *(ROOT / "tests").glob("*.py")])
