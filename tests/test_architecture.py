@@ -142,23 +142,26 @@ def test_no_module_imports_another_modules_private_names():
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", ALL_PY, ids=lambda p: str(p.relative_to(ROOT)))
 def test_source_files_stay_small(path):
     assert len(path.read_text().splitlines()) <= 350, "split it along a concept (docs/ARCHITECTURE.md)"
 
 
 FIGURE = re.compile(r"\d(?:[\d,.]*\d)?\s?%|\d(?:[\d,.]*\d)?\s?ms\b")  # "37.8%", "1,000 %", "44.6 ms"
+BOUND = re.compile(r"(?:[<>]=?|\bat (?:most|least)|\bwithin|\bbelow|\babove)\s*$")  # ">= 90%", "at most 0.5%"
 
 
 def test_docstrings_quote_no_measured_percentage_or_milliseconds():
     """Measured figures go stale with every model and machine: they live in docs/ (dated, with the command that
-    reproduces them), and a docstring keeps the reason and a pointer."""
+    reproduces them), and a docstring keeps the reason and a pointer. In the tests, a figure right after a bound
+    (">= 90%", "at most 0.5%") is the bar the test asserts, not a measurement, and may stay."""
     found = []
-    for path in SOURCES:
+    for path in ALL_PY:
+        test = path.parent.name == "tests"
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
                 doc = ast.get_docstring(node) or ""
                 found += [f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 1)}: {m.group()}"
-                          for m in FIGURE.finditer(doc)]
+                          for m in FIGURE.finditer(doc) if not (test and BOUND.search(doc[:m.start()]))]
     assert not found, "\n".join(found)

@@ -23,7 +23,7 @@ from stargan_core.nets.model import build_generator
 @pytest.fixture
 def one_thread():
     """One torch thread while a test times small budgets: on 2 cores that other work keeps busy, two threads that wait
-    on each other made a tiny G's forward take 0.4-0.6 s instead of 2 ms, spending the budget before any candidate."""
+    on each other made a tiny G's forward hundreds of times slower, spending the budget before any candidate."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
