@@ -56,8 +56,9 @@ def test_lambda_keep_pins_g_to_the_release_on_the_release_datasets_only(tmp_path
     monkeypatch.setattr(train_mod, "update", spy)
     cfg = tiny_cfg(tmp_path / "b", init_from=str(release), init_step=4, num_iters=6, lambda_keep=5.0)
     result = train(cfg)
-    teacher = train_mod.build_generator(load_generator(Path(cfg.out_dir) / CKPT_NAME)[1]).eval()
-    init_from_release(str(release), teacher, None, load_generator(Path(cfg.out_dir) / CKPT_NAME)[1])
+    joint = load_generator(Path(cfg.out_dir) / CKPT_NAME)[1]  # the run's model config (both datasets)
+    teacher = train_mod.build_generator(joint).eval()
+    init_from_release(str(release), teacher, None, joint)
     kept = [(mask, x, c, keep) for g_step, mask, x, c, keep in seen if keep is not None]
     assert [mask for mask, *_ in kept] == [[1.0, 0.0]]  # one G step, on the release's dataset only
     assert all(keep is None for g_step, mask, *_, keep in seen if not g_step or mask == [0.0, 1.0])
