@@ -108,6 +108,9 @@ class TrainConfig:
     num_iters: int = 200_000
     num_iters_decay: int = 100_000  # lr decays linearly to 0 over the last num_iters_decay steps
     warmup_iters: int = 0  # lr ramps up linearly over the first steps (after --init-step): gentler on trained weights
+    # wall-clock budget in minutes (0 = off): the run measures its speed and brings num_iters forward to the step it
+    # reaches by then, so a lent GPU's few minutes end with the lr decayed and a checkpoint saved (training/budget.py)
+    minutes: float = 0.0
     g_lr: float = 1e-4
     d_lr: float = 1e-4
     n_critic: int = 5

@@ -147,3 +147,44 @@ def test_a_resize_ns_r1_run_trains_exports_and_its_release_runs_through_load_mod
     figure = pipe.all_domains(Image.new("RGB", (40, 40), (200, 120, 90)), whole_image=True)
     assert figure.width == 32 * (1 + 7) and figure.height > 32  # the input, then 4 shapes + 3 forms domains
     assert "nearest-neighbour resize + 3x3 convolution" in model_card(release)
+
+
+# ----- a run given minutes (a lent GPU's few): it plans its end from its speed and ends with the lr decayed -------------
+def test_a_budget_plans_the_end_from_the_measured_speed_and_stops_when_time_is_up():
+    from stargan_core.training.budget import Budget
+    t = [0.0]
+    budget = Budget(1.0, 10_000, clock=lambda: t[0])  # 60 s from t = 0
+    done, end, ends = 0, 10_000, []
+    while done < end:  # as the loop: a step, then the plan
+        done += 1
+        t[0] += 10.0 if done <= 2 else 1.0  # two slow first steps (compilation), then 1 s a step
+        end = budget.end(done)
+        ends.append(end)
+    assert ends[:3] == [10_000] * 3  # not measured while warming up
+    assert ends[3] == 4 + int(38 * 0.97)  # 1 step/s measured, 38 s left, 3% kept in hand
+    assert done == 41 and t[0] == 59.0  # the last step that fits
+    t[0] = 61.0
+    assert budget.end(50) == 50  # time is up: stop now
+    capped = Budget(1.0, 20, clock=lambda: t[0] - 61)
+    assert max(capped.end(k) for k in range(1, 10)) == 20  # never beyond num_iters
+
+
+def test_a_run_given_minutes_ends_in_time_with_its_lr_decayed_and_its_config_saying_where(tmp_path, monkeypatch):
+    from stargan_core.training import budget as budget_mod
+    ticks = iter(range(10_000))  # a clock that advances 1 s each time it is read: once at the start, once a step
+    monkeypatch.setattr(train_mod, "Budget", lambda m, n: budget_mod.Budget(m, n, clock=lambda: float(next(ticks))))
+    lrs, real_update = [], train_mod.update
+
+    def spy(nets, d_opt, g_opt, *args, **kw):
+        lrs.append(d_opt.param_groups[0]["lr"])
+        return real_update(nets, d_opt, g_opt, *args, **kw)
+
+    monkeypatch.setattr(train_mod, "update", spy)
+    cfg = tiny_cfg(tmp_path, num_iters=1000, num_iters_decay=4, minutes=0.2, sample_every=1000)  # 12 s: ~11 steps
+    result = train(cfg)
+    assert 8 <= result.step <= 12 and run_state(cfg.out_dir)["step"] == result.step  # saved where it ended
+    saved = json.loads((Path(cfg.out_dir) / "train_config.json").read_text())
+    assert saved["num_iters"] == result.step and saved["minutes"] == 0.2  # a --resume knows the schedule ended
+    per_step = lrs[::2]  # two datasets: two updates a step
+    assert per_step[0] == cfg.d_lr and per_step[-1] == pytest.approx(cfg.d_lr / 4)  # decayed to its last step's
+    assert per_step[-4:] == pytest.approx([cfg.d_lr * k / 4 for k in (4, 3, 2, 1)])

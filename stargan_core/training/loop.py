@@ -2,19 +2,20 @@
 
 One plain function, commented by phase like the paper's Algorithm: set up; then at every step, for each dataset
 in turn, one discriminator update and, every ``n_critic`` steps, one generator update (joint training alternates
-datasets exactly like the official ``train_multi``); the learning rate is a pure function of the step; log,
-sample, checkpoint. All randomness the loop uses (which images, flips, target labels, gradient-penalty weights)
-is drawn from generators seeded by (seed, step, rank), so a run resumed at step k replays exactly what an
-uninterrupted run would have done, under ``torchrun`` too. Ctrl-C finishes the current step, saves and returns.
+datasets exactly like the official ``train_multi``); the learning rate is a pure function of the step (and of
+the end, which ``--minutes`` plans from the measured speed: ``budget.py``); log, sample, checkpoint. All
+randomness the loop uses (which images, flips, target labels, gradient-penalty weights) is drawn from generators
+seeded by (seed, step, rank), so a run resumed at step k replays exactly what an uninterrupted run would have done,
+under ``torchrun`` too. Ctrl-C finishes the current step, saves and returns.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import threading
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,7 +35,8 @@ from ..nets.losses import Batch, Nets, d_loss, g_loss
 from ..nets.model import Discriminator, Generator, build_discriminator, build_generator
 from ..nets.translate import translate_domains
 from ..weights.formats import CKPT_NAME
-from .state import init_from_release, load_training_state, resume_config, rng_state, save_training_state
+from .budget import Budget
+from .state import init_from_release, load_training_state, resume_config, rng_state, save_config, save_training_state
 
 
 class TrainResult(NamedTuple):
@@ -159,6 +161,15 @@ def _any_rank(flag: bool | torch.Tensor, world: int, device: torch.device) -> bo
     return bool(t.item() > 0)
 
 
+def _min_rank(value: int, world: int, device: torch.device) -> int:
+    """The smallest of ``value`` over the processes (a collective under DDP)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def _ctrl_c(stop: threading.Event) -> object:
     """First Ctrl-C: set ``stop`` (finish the step, save, return); a second one aborts at once."""
     def handler(signum, frame):
@@ -196,6 +207,7 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
     """
     # ----- setup: processes, device, data, networks, optimisers, resume -------------------------------------------
     cfg = resume_config(cfg, given) if cfg.resume else cfg
+    budget = Budget(cfg.minutes, cfg.num_iters) if cfg.minutes else None  # --minutes: the clock starts now
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(cfg.device, local_rank)
@@ -229,9 +241,7 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
         keep = (teacher.eval().requires_grad_(False), known)
     if rank == 0:
         (run / "samples").mkdir(parents=True, exist_ok=True)
-        tmp = run / f".train_config.json.{os.getpid()}"  # atomic: other ranks may be reading it (resume)
-        tmp.write_text(json.dumps(cfg.to_dict(), indent=2))
-        os.replace(tmp, run / "train_config.json")
+        save_config(run, cfg)
 
     def state(step: int) -> dict:  # all mutable training state, in one weights_only-loadable dict
         return {"G": G.state_dict(), "D": D.state_dict(), "g_opt": g_opt.state_dict(), "d_opt": d_opt.state_dict(),
@@ -268,15 +278,15 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
     stop, bad = threading.Event(), torch.zeros((), dtype=torch.bool, device=device)
     old_handler = _ctrl_c(stop)
     logs: dict[str, torch.Tensor] = {}
-    step = start
+    step, end = start, cfg.num_iters  # end: num_iters, or with --minutes the step the run reaches in time
     try:
         pbar = tqdm(range(start, cfg.num_iters), initial=start, total=cfg.num_iters, disable=rank != 0,
                     dynamic_ncols=True)
         for step in pbar:
-            # ----- learning rate: a pure function of the step (the paper's linear decay) ----------------------------
+            # ----- learning rate: a pure function of the step and the end (the paper's linear decay) ----------------
             for opt, base in ((g_opt, cfg.g_lr), (d_opt, cfg.d_lr)):
                 for group in opt.param_groups:
-                    group["lr"] = learning_rate(base, step, cfg.num_iters, cfg.num_iters_decay, cfg.warmup_iters,
+                    group["lr"] = learning_rate(base, step, end, cfg.num_iters_decay, cfg.warmup_iters,
                                                 cfg.init_step if cfg.init_from else 0)
 
             # ----- for each dataset: a D step, and every n_critic steps a G step (paper section 3.2 / appendix) ----
@@ -295,7 +305,10 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
             if monitor is not None and monitor(step + 1, G, logs):
                 stop.set()
             done, stopping = step + 1, _any_rank(stop.is_set(), world, device)
-            saving = done % cfg.ckpt_every == 0 or done == cfg.num_iters or stopping
+            if budget is not None:  # re-planned after every step from the speed measured so far; all ranks agree
+                end = pbar.total = _min_rank(budget.end(done), world, device)
+            finished = done >= end
+            saving = done % cfg.ckpt_every == 0 or finished or stopping
             if done % cfg.log_every == 0 or saving:
                 if _any_rank(bad | ~_finite([G, D]), world, device):
                     values = ", ".join(f"{k}={float(v):.4g}" for k, v in logs.items())
@@ -311,11 +324,17 @@ def train(cfg: TrainConfig, monitor: Callable[[int, Generator, dict], bool] | No
                                      refresh=False)
             if rank == 0 and done % cfg.sample_every == 0:
                 _sample(G, fixed, schema, run / "samples" / f"{done:06d}")
+            if finished and end < cfg.num_iters:  # --minutes ended it: the run's schedule ends here
+                cfg = replace(cfg, num_iters=end)
+                if rank == 0:
+                    save_config(run, cfg)
             if rank == 0 and saving:
                 save_training_state(run / CKPT_NAME, state(done))
             if stopping:
                 if rank == 0:
                     print(f"saved {run / CKPT_NAME} at step {done}; continue with --resume", flush=True)
+                break
+            if finished:
                 break
         else:
             done = cfg.num_iters

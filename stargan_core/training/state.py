@@ -103,6 +103,14 @@ def init_from_release(folder: str, G: Generator, D: Discriminator | None, mcfg: 
     return release
 
 
+def save_config(run: Path, cfg: TrainConfig) -> None:
+    """The run's ``train_config.json`` (what ``resume_config`` reads), written atomically: other ranks may be reading
+    it."""
+    tmp = run / f".train_config.json.{os.getpid()}"
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=2))
+    os.replace(tmp, run / "train_config.json")
+
+
 def resume_config(cfg: TrainConfig, given: Collection[str] | None = None) -> TrainConfig:
     """For ``--resume``: the run's saved config, overridden by the fields named in ``given`` (the flags a
     command line set) or, without ``given``, by every field of ``cfg`` that is not a default. So ``train --out-dir
