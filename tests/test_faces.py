@@ -19,7 +19,7 @@ from stargan_core.edit.images import load_image
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    """MTCNN's small convolutions gain nothing from threads, and on shared cores two threads ran 20x slower."""
+    """MTCNN's small convolutions gain nothing from threads, and on shared cores two threads ran far slower."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -256,7 +256,7 @@ def test_short_real_celeba_run_through_the_cli_gives_samples_and_a_loadable_rele
 
 @pytest.mark.slow
 def test_joint_training_learns_every_domain_of_two_synthetic_datasets():
-    """~2-3 minutes on one CPU thread: every domain of both datasets is reached, untouched attributes kept.
+    """Minutes on one CPU thread (marked slow): every domain of both datasets is reached, untouched attributes kept.
 
     The recipe and the watching are the app's "Watch it learn" tab (stargan_core.classroom.learn); why the recipe is
     as it is, with the seed studies: docs/EXPERIMENTS.md. ``LEARN_SEED=4 pytest -k joint_training -s`` runs another
