@@ -149,7 +149,7 @@ def test_a_resize_ns_r1_run_trains_exports_and_its_release_runs_through_load_mod
     assert "nearest-neighbour resize + 3x3 convolution" in model_card(release)
 
 
-# ----- a run given minutes (a lent GPU's few): it plans its end from its speed and ends with the lr decayed -------------
+# ----- a run given minutes (a lent GPU's few): it plans its end from its speed and ends with the lr decayed ---------
 def test_a_budget_plans_the_end_from_the_measured_speed_and_stops_when_time_is_up():
     from stargan_core.training.budget import Budget
     t = [0.0]
