@@ -23,7 +23,7 @@ class Budget:
 
     def __init__(self, minutes: float, num_iters: int, clock: Callable[[], float] = time.monotonic):
         if minutes <= 0:
-            raise ValueError(f"minutes must be > 0; got {minutes}")
+            raise ValueError(f"--minutes must be more than 0 (0, the default: no deadline); got {minutes}")
         self.clock, self.num_iters = clock, num_iters
         self.deadline = clock() + 60 * minutes
         self.seen, self.ref = 0, None  # steps seen; (done, time) where the measurement starts
