@@ -171,6 +171,7 @@ def test_a_budget_plans_the_end_from_the_measured_speed_and_stops_when_time_is_u
 
 def test_a_run_given_minutes_ends_in_time_with_its_lr_decayed_and_its_config_saying_where(tmp_path, monkeypatch):
     from stargan_core.training import budget as budget_mod
+    from stargan_core.training.state import resume_config
     ticks = iter(range(10_000))  # a clock that advances 1 s each time it is read: once at the start, once a step
     monkeypatch.setattr(train_mod, "Budget", lambda m, n: budget_mod.Budget(m, n, clock=lambda: float(next(ticks))))
     lrs, real_update = [], train_mod.update
@@ -185,6 +186,8 @@ def test_a_run_given_minutes_ends_in_time_with_its_lr_decayed_and_its_config_say
     assert 8 <= result.step <= 12 and run_state(cfg.out_dir)["step"] == result.step  # saved where it ended
     saved = json.loads((Path(cfg.out_dir) / "train_config.json").read_text())
     assert saved["num_iters"] == result.step and saved["minutes"] == 0.2  # a --resume knows the schedule ended
+    again = resume_config(replace(cfg, resume=True, num_iters=result.step + 5), {"out_dir", "resume", "num_iters"})
+    assert again.minutes == 0 and again.num_iters == result.step + 5  # the deadline was that session's, not the run's
     per_step = lrs[::2]  # two datasets: two updates a step
     assert per_step[0] == cfg.d_lr and per_step[-1] == pytest.approx(cfg.d_lr / 4)  # decayed to its last step's
     assert per_step[-4:] == pytest.approx([cfg.d_lr * k / 4 for k in (4, 3, 2, 1)])

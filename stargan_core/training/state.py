@@ -115,10 +115,12 @@ def resume_config(cfg: TrainConfig, given: Collection[str] | None = None) -> Tra
     """For ``--resume``: the run's saved config, overridden by the fields named in ``given`` (the flags a
     command line set) or, without ``given``, by every field of ``cfg`` that is not a default. So ``train --out-dir
     runs/x --resume`` continues as it was, ``--num-iters 300000`` extends it and ``--n-critic 5`` sets a field
-    back to its default."""
+    back to its default. ``minutes`` is not carried over: a deadline belongs to the session that set it (a run
+    ended by a GPU's minutes goes on without one, here or on the next machine)."""
     saved = Path(cfg.out_dir) / "train_config.json"
     if not saved.is_file():
         return cfg
     defaults = TrainConfig().to_dict()
     ours = {k: v for k, v in cfg.to_dict().items() if (k in given if given is not None else v != defaults[k])}
-    return TrainConfig.from_dict({**json.loads(saved.read_text()), **ours, "resume": True})
+    return TrainConfig.from_dict({**json.loads(saved.read_text()), "minutes": defaults["minutes"], **ours,
+                                  "resume": True})
